@@ -1,0 +1,40 @@
+"""`distillm`: one subcommand per pipeline stage.
+
+Each stage module owns its arguments (`register(subparsers)`); heavy libraries (torch,
+vLLM, Pyserini) are imported only when their command runs, so `distillm --help` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pipeline import __version__, evaluate, ingest
+from pipeline.errors import InputError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="distillm", description="Rank-DistiLLM pipeline: first stages, LLM teacher, dataset, student."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    ingest.register(sub)
+    evaluate.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args) or 0)
+    except (InputError, ValueError) as e:  # InputError names the file and line
+        print(f"distillm {args.command}: error: {e}", file=sys.stderr)
+        return 2

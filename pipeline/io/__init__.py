@@ -1,0 +1,1 @@
+"""Readers and writers for the formats of the data contract (`pipeline.schemas`)."""

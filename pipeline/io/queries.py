@@ -1,0 +1,67 @@
+"""Query files: TSV `qid<TAB>text` or JSONL `{"qid", "text"}`; every query must have text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline.errors import InputError
+from pipeline.io.lines import iter_lines
+
+_QID_KEYS = ("qid", "query_id", "_id", "id")
+_TEXT_KEYS = ("text", "query", "title")
+
+
+def read_queries(path: str | Path) -> dict[str, str]:
+    """Read queries into {qid: text}, in file order.
+
+    `.jsonl` / `.json` lines are JSON objects (qid under qid/query_id/_id/id, text under
+    text/query/title); anything else is TSV. An empty (or whitespace-only) query text, a
+    missing field or a repeated qid raises InputError naming the line.
+    """
+    path = Path(path)
+    jsonl = path.name.endswith((".jsonl", ".jsonl.gz", ".json"))
+    queries: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    for number, line in iter_lines(path):
+        if not line.strip():
+            continue
+        if jsonl:
+            qid, text = _parse_json_query(path, number, line)
+        else:
+            qid, sep, text = line.partition("\t")
+            if not sep:
+                raise InputError(path, number, "expected 'qid<TAB>text'")
+        qid = qid.strip()
+        if not qid:
+            raise InputError(path, number, "empty query id")
+        if not text.strip():
+            raise InputError(path, number, f"query {qid!r} has empty text")
+        if qid in queries:
+            raise InputError(path, number, f"query {qid!r} already defined on line {first_line[qid]}")
+        queries[qid] = text.strip()
+        first_line[qid] = number
+    return queries
+
+
+def _parse_json_query(path: Path, number: int, line: str) -> tuple[str, str]:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise InputError(path, number, f"invalid JSON: {e.msg}") from None
+    if not isinstance(record, dict):
+        raise InputError(path, number, "expected a JSON object")
+    qid = next((record[k] for k in _QID_KEYS if k in record), None)
+    text = next((record[k] for k in _TEXT_KEYS if k in record), None)
+    if qid is None or text is None:
+        raise InputError(path, number, f"expected a query id ({'/'.join(_QID_KEYS)}) and text ({'/'.join(_TEXT_KEYS)})")
+    return str(qid), str(text)
+
+
+def write_queries(queries: dict[str, str], path: str | Path) -> None:
+    """Write {qid: text} as TSV. Tabs and newlines inside text become spaces (TSV cannot hold them)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for qid, text in queries.items():
+            f.write(f"{qid}\t{' '.join(text.split())}\n")

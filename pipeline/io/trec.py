@@ -1,0 +1,141 @@
+"""TREC run and qrels files: strict readers that name the offending line, and a writer."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import InputError
+from pipeline.io.lines import iter_lines
+from pipeline.schemas import QRELS_COLUMNS, RUN_COLUMNS
+
+
+def read_trec_run(path: str | Path) -> pd.DataFrame:
+    """Read `qid Q0 doc_id rank score tag` lines into a frame with RUN_COLUMNS.
+
+    Rows keep file order. Raises InputError for a line without 6 fields, a rank that is
+    not an integer, a score that is not a finite number, or a (qid, doc_id) pair seen
+    before (both lines are named). Blank lines are skipped.
+    """
+    qids, doc_ids, ranks, scores, tags, lines = [], [], [], [], [], []
+    seen: dict[tuple[str, str], int] = {}
+    for number, line in iter_lines(path):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 6:
+            raise InputError(
+                path, number, f"expected 6 fields 'qid Q0 doc_id rank score tag', got {len(fields)}: {line[:120]!r}"
+            )
+        qid, _, doc_id, rank, score, tag = fields
+        try:
+            rank_value = int(rank)
+        except ValueError:
+            raise InputError(path, number, f"rank is not an integer: {rank!r}") from None
+        try:
+            score_value = float(score)
+        except ValueError:
+            raise InputError(path, number, f"score is not a number: {score!r}") from None
+        if not math.isfinite(score_value):
+            raise InputError(path, number, f"score is not finite: {score!r}")
+        first = seen.setdefault((qid, doc_id), number)
+        if first != number:
+            raise InputError(path, number, f"duplicate hit: query {qid!r} doc {doc_id!r} already on line {first}")
+        qids.append(qid)
+        doc_ids.append(doc_id)
+        ranks.append(rank_value)
+        scores.append(score_value)
+        tags.append(tag)
+        lines.append(number)
+    return pd.DataFrame(
+        {
+            "qid": pd.Series(qids, dtype=object),
+            "doc_id": pd.Series(doc_ids, dtype=object),
+            "rank": np.asarray(ranks, dtype=np.int64),
+            "score": np.asarray(scores, dtype=np.float64),
+            "tag": pd.Series(tags, dtype=object),
+            "line": np.asarray(lines, dtype=np.int64),
+        },
+        columns=list(RUN_COLUMNS),
+    )
+
+
+def ranked_lists(run: pd.DataFrame) -> dict[str, list[str]]:
+    """Each query's doc ids in ranking order: by rank, ties by score (high first) then file order.
+
+    Queries appear in order of first appearance in the run.
+    """
+    order = run.assign(_pos=np.arange(len(run))).sort_values(
+        ["rank", "score", "_pos"], ascending=[True, False, True], kind="stable"
+    )
+    lists: dict[str, list[str]] = {qid: [] for qid in pd.unique(run["qid"])}
+    for qid, doc_id in zip(order["qid"], order["doc_id"], strict=True):
+        lists[qid].append(doc_id)
+    return lists
+
+
+def run_from_lists(lists: dict[str, list[str]], tag: str) -> pd.DataFrame:
+    """A run frame from ranked doc-id lists: rank 1.., score n - rank + 1 (strictly decreasing)."""
+    rows = [
+        (qid, doc_id, rank, float(len(docs) - rank + 1), tag, -1)
+        for qid, docs in lists.items()
+        for rank, doc_id in enumerate(docs, start=1)
+    ]
+    return pd.DataFrame(rows, columns=list(RUN_COLUMNS)).astype({"rank": np.int64, "line": np.int64})
+
+
+def write_trec_run(run: pd.DataFrame, path: str | Path) -> None:
+    """Write a run frame as a TREC run, atomically (temp file + rename).
+
+    Ids and tags must not contain whitespace: that would corrupt the file, so it raises.
+    """
+    for column in ("qid", "doc_id", "tag"):
+        bad = run[column].astype(str).str.contains(r"\s", regex=True)
+        if bad.any():
+            raise ValueError(f"{column} contains whitespace: {run[column][bad].iloc[0]!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for qid, doc_id, rank, score, tag in zip(
+            run["qid"], run["doc_id"], run["rank"], run["score"], run["tag"], strict=True
+        ):
+            f.write(f"{qid} Q0 {doc_id} {rank} {float(score)!r} {tag}\n")  # repr: exact round trip
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_qrels(path: str | Path) -> pd.DataFrame:
+    """Read `qid iteration doc_id relevance` lines into a frame with QRELS_COLUMNS."""
+    rows = []
+    seen: dict[tuple[str, str], int] = {}
+    for number, line in iter_lines(path):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 4:
+            raise InputError(path, number, f"expected 4 fields 'qid iteration doc_id relevance', got {len(fields)}")
+        qid, _, doc_id, rel = fields
+        try:
+            relevance = int(rel)
+        except ValueError:
+            raise InputError(path, number, f"relevance is not an integer: {rel!r}") from None
+        first = seen.setdefault((qid, doc_id), number)
+        if first != number:
+            raise InputError(path, number, f"duplicate judgment: query {qid!r} doc {doc_id!r} already on line {first}")
+        rows.append((qid, doc_id, relevance))
+    return pd.DataFrame(rows, columns=list(QRELS_COLUMNS)).astype({"relevance": np.int64})
+
+
+def write_qrels(qrels: pd.DataFrame, path: str | Path) -> None:
+    """Write a qrels frame as `qid 0 doc_id relevance` lines."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for qid, doc_id, rel in zip(qrels["qid"], qrels["doc_id"], qrels["relevance"], strict=True):
+            f.write(f"{qid} 0 {doc_id} {int(rel)}\n")

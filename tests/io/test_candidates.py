@@ -1,0 +1,44 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import InputError
+from pipeline.io.candidates import read_candidates
+from pipeline.io.trec import ranked_lists, read_trec_run
+
+
+def test_candidates_match_the_trec_run(trec_dl: Path):
+    candidates = read_candidates(trec_dl / "retrieve_results_dl19.json")
+    assert len(candidates.queries) == 43 and len(candidates.run) == 4300
+    assert ranked_lists(candidates.run) == ranked_lists(read_trec_run(trec_dl / "run.bm25.dl19.top100.txt"))
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ([{"query": " ", "hits": []}], "empty query text"),
+        ([{"query": "q", "hits": [{"qid": "1", "docid": "d", "content": ""}]}], "hit 1: needs"),
+        (
+            [
+                {
+                    "query": "q",
+                    "hits": [{"qid": "1", "docid": "d", "content": "a"}, {"qid": "1", "docid": "d", "content": "a"}],
+                }
+            ],
+            "listed twice",
+        ),
+        (
+            [
+                {"query": "q", "hits": [{"qid": "1", "docid": "d", "content": "a"}]},
+                {"query": "r", "hits": [{"qid": "2", "docid": "d", "content": "b"}]},
+            ],
+            "different text",
+        ),
+    ],
+)
+def test_bad_candidates(tmp_path: Path, entries: list, message: str):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(entries))
+    with pytest.raises(InputError, match=message):
+        read_candidates(path)
