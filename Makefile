@@ -36,7 +36,8 @@ setup-gpu:
 	$(BIN)/pip install --no-deps -e .
 
 lint: setup
-	$(BIN)/ruff check pipeline tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: setup lint
 	$(BIN)/python -m pytest -m "not slow" -q
