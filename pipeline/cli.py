@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from pipeline import __version__, evaluate, ingest
+from pipeline import __version__, evaluate, ingest, tiny_models
 from pipeline.errors import InputError
 
 
@@ -22,8 +22,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     ingest.register(sub)
+    _register_first_stages(sub)
+    _register_teacher(sub)
     evaluate.register(sub)
+    tiny_models.register(sub)
     return parser
+
+
+def _register_first_stages(sub: argparse._SubParsersAction) -> None:
+    """`distillm index ENGINE ...` and `distillm retrieve ENGINE ...`, one module per engine."""
+    index = sub.add_parser("index", help="build a first-stage index").add_subparsers(
+        dest="engine", required=True, metavar="ENGINE"
+    )
+    retrieve = sub.add_parser("retrieve", help="retrieve a TREC run with a first stage").add_subparsers(
+        dest="engine", required=True, metavar="ENGINE"
+    )
+    from pipeline.first_stage import bm25
+
+    bm25.register(index, retrieve)
+
+
+def _register_teacher(sub: argparse._SubParsersAction) -> None:
+    from pipeline.teacher import rerank
+
+    rerank.register(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,117 @@
+"""Teacher overhead: the whole sliding-window driver with no model (replay backend).
+
+RankVicuna's real DL19 replies (shared/reference, 387 windows = 43 queries x 9) are
+replayed through `Teacher.run`: prompt building, hashing, parsing, repair, logging
+(fsync per window) and permutation bookkeeping are all that is timed. Two settings:
+no tokenizer (pure replay, the `replay:LOG` command) and with RankZephyr's tokenizer
+(chat template + token counting per window, as with a real engine).
+
+    .venv/bin/python bench/teacher_replay.py   # table + bench/results/teacher_replay.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SHARED = Path(os.environ.get("DISTILLM_SHARED", REPO.parent / "shared"))
+
+from pipeline.evaluate import evaluate  # noqa: E402
+from pipeline.ingest import ingest_candidates  # noqa: E402
+from pipeline.io.corpus import CorpusStore  # noqa: E402
+from pipeline.io.queries import read_queries  # noqa: E402
+from pipeline.io.trec import ranked_lists, read_qrels, read_trec_run, run_from_lists  # noqa: E402
+from pipeline.teacher.backends.replay import ReplayBackend  # noqa: E402
+from pipeline.teacher.prompts import load_prompt  # noqa: E402
+from pipeline.teacher.rerank import PromptRenderer, Teacher, TeacherSettings  # noqa: E402
+
+
+def reference_windows(path: Path) -> list[dict]:
+    """rank_llm's {prompt, response} objects, written one after another."""
+    text, decoder, i, objects = path.read_text(), json.JSONDecoder(), 0, []
+    while True:
+        while i < len(text) and (text[i].isspace() or text[i] in ",[]"):
+            i += 1
+        if i >= len(text):
+            return objects
+        try:
+            obj, i = decoder.raw_decode(text, i)
+        except json.JSONDecodeError:
+            return objects  # a truncated tail
+        objects.append(obj)
+
+
+def main() -> None:
+    trec_dl = SHARED / "data" / "trec-dl"
+    work = Path(tempfile.mkdtemp(prefix="bench-replay-"))
+    ingest_candidates([trec_dl / "retrieve_results_dl19.json"], work)
+    lists = ranked_lists(read_trec_run(work / "runs" / "retrieve_results_dl19.run"))
+    queries = read_queries(work / "queries.tsv")
+    corpus = CorpusStore(work / "corpus")
+    replies = reference_windows(SHARED / "reference" / "teacher_runs" / "rankvicuna7b" / "prompts_responses_dl19.json")
+    assert len(replies) == 9 * len(lists), (len(replies), len(lists))
+    log = work / "rankvicuna.jsonl"
+    with open(log, "w") as f:
+        for i, obj in enumerate(replies):
+            qid = list(lists)[i // 9]
+            f.write(json.dumps({"qid": qid, "window": i % 9, "prompt_sha256": "", "reply": obj["response"]}) + "\n")
+
+    settings = TeacherSettings(model="replay", prompt="rank_vicuna")
+    results = {}
+    for label, tokenizer in (("replay, no tokenizer", None), ("replay + RankZephyr tokenizer", "tokenizer")):
+        renderer = PromptRenderer(None)
+        if tokenizer:
+            from pipeline.tiny_models import build_tiny_mistral
+
+            renderer = PromptRenderer(str(build_tiny_mistral(work / "tiny", layers=1)))
+        times = []
+        for repeat in range(3):
+            teacher = Teacher(ReplayBackend(log), renderer, settings, load_prompt(settings.prompt), corpus)
+            out_log = work / f"out-{len(results)}-{repeat}.jsonl"
+            start = time.perf_counter()
+            out = teacher.run(lists, queries, out_log, progress=False)
+            times.append(time.perf_counter() - start)
+        seconds = statistics.median(times)
+        values, _ = evaluate(run_from_lists(out, "replay"), read_qrels(trec_dl / "qrels.dl19-passage.txt"))
+        results[label] = {
+            "windows": teacher.tally.windows,
+            "seconds_median": round(seconds, 4),
+            "windows_per_second": round(teacher.tally.windows / seconds, 1),
+            "nDCG@10": round(values["nDCG@10"], 4),
+            "repair_rate": round(teacher.tally.summary()["repair_rate"], 4),
+        }
+    reference = evaluate(
+        read_trec_run(SHARED / "reference" / "teacher_runs" / "rankvicuna7b" / "run_dl19.txt"),
+        read_qrels(trec_dl / "qrels.dl19-passage.txt"),
+    )[0]["nDCG@10"]
+
+    print(f"{'setting':34} {'windows':>8} {'seconds':>8} {'windows/s':>10} {'nDCG@10':>8}")
+    for label, r in results.items():
+        print(
+            f"{label:34} {r['windows']:>8} {r['seconds_median']:>8.3f} {r['windows_per_second']:>10.1f} "
+            f"{r['nDCG@10']:>8.4f}"
+        )
+    print(f"rank_llm's own RankVicuna run (reference): nDCG@10 {reference:.4f}; goal >= 2,000 windows/s")
+    out = {
+        "benchmark": "teacher_replay",
+        "data": "DL19 BM25 top-100, RankVicuna-7B replies from rank_llm",
+        "results": results,
+        "reference_run_nDCG@10": round(reference, 4),
+        "goal_windows_per_second": 2000,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    (REPO / "bench" / "results").mkdir(parents=True, exist_ok=True)
+    (REPO / "bench" / "results" / "teacher_replay.json").write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Teacher on vLLM vs plain `LLM.generate` on the same prompts, one engine, one process.
+
+The tiny random Mistral with RankZephyr's real tokenizer re-ranks the DL19 BM25 top-100
+(43 queries x 9 windows = 387 windows, ~850k prompt tokens). Timed:
+  ours        `Teacher.run` with the vLLM backend: prompt fitting and tokenisation,
+              request-by-request submission, each query's next window submitted when its
+              previous reply returns, parsing, logging (fsync per window);
+  generate    `LLM.generate` on the very same token ids and max_tokens, all 387 at once
+              (what you get when the windows do not depend on each other);
+  lock-step   `LLM.generate` in 9 rounds of 43 (one window per query per round), the
+              usual implementation of a sliding window over a batch of queries.
+Prefix caching is off so that a repeated prompt is not served from the cache.
+
+    .venv/bin/python bench/teacher_vllm.py [--queries N]   # table + bench/results/teacher_vllm_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SHARED = Path(os.environ.get("DISTILLM_SHARED", REPO.parent / "shared"))
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
+
+
+def main() -> None:
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    from pipeline.ingest import ingest_candidates
+    from pipeline.io.corpus import CorpusStore
+    from pipeline.io.queries import read_queries
+    from pipeline.io.trec import ranked_lists, read_trec_run
+    from pipeline.teacher.backends.vllm_engine import VLLMBackend
+    from pipeline.teacher.prompts import fit_messages, load_prompt
+    from pipeline.teacher.reply_log import read_reply_log
+    from pipeline.teacher.rerank import PromptRenderer, Teacher, TeacherSettings, versions
+    from pipeline.tiny_models import build_tiny_mistral
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--queries", type=int, default=43)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-vllm-"))
+    ingest_candidates([SHARED / "data" / "trec-dl" / "retrieve_results_dl19.json"], work)
+    lists = dict(list(ranked_lists(read_trec_run(work / "runs" / "retrieve_results_dl19.run")).items())[: args.queries])
+    queries = read_queries(work / "queries.tsv")
+    corpus = CorpusStore(work / "corpus")
+    model = build_tiny_mistral(work / "tiny-mistral")
+    renderer = PromptRenderer(str(model))
+    settings = TeacherSettings(model=str(model))
+    template = load_prompt(settings.prompt)
+    backend = VLLMBackend(str(model), dtype="float32", engine_args={"enable_prefix_caching": False})
+    max_tokens = renderer.permutation_tokens(20)
+
+    def ours(tag: str) -> tuple[float, list[dict]]:
+        teacher = Teacher(backend, renderer, settings, template, corpus)
+        log_path = work / f"{tag}.jsonl"
+        start = time.perf_counter()
+        teacher.run(lists, queries, log_path, progress=False)
+        return time.perf_counter() - start, [r for _, r in read_reply_log(log_path)]
+
+    def generate(prompts: list[list[int]]) -> float:
+        start = time.perf_counter()
+        backend.llm.generate(
+            [TokensPrompt(prompt_token_ids=p) for p in prompts],
+            SamplingParams(temperature=0.0, max_tokens=max_tokens),
+            use_tqdm=False,
+        )
+        return time.perf_counter() - start
+
+    generate([[1, 2, 3]] * 4)  # warm-up
+    seconds_ours, records = ours("run1")
+    prompts_by_round: dict[int, list[list[int]]] = {}
+    for r in records:
+        passages = [(p.text, p.title) for p in corpus.passages(r["doc_ids"])]
+        messages, _, _ = fit_messages(
+            template,
+            queries[r["qid"]],
+            passages,
+            renderer.count_tokens,
+            settings.max_model_len - max_tokens,
+            settings.max_words,
+        )
+        prompts_by_round.setdefault(r["window"], []).append(renderer.render(messages)[1])
+    all_prompts = [p for w in sorted(prompts_by_round) for p in prompts_by_round[w]]
+    seconds_generate = generate(all_prompts)
+    seconds_lockstep = sum(generate(prompts_by_round[w]) for w in sorted(prompts_by_round))
+    seconds_ours_2, _ = ours("run2")
+    best_ours = min(seconds_ours, seconds_ours_2)
+    prompt_tokens = sum(len(p) for p in all_prompts)
+    completion_tokens = sum(r["completion_tokens"] for r in records)
+    rows = {
+        "ours (Teacher.run, vllm backend)": best_ours,
+        "LLM.generate, all windows at once": seconds_generate,
+        "LLM.generate, lock-step rounds": seconds_lockstep,
+    }
+    print(f"{len(records)} windows, {prompt_tokens} prompt tokens, {completion_tokens} generated tokens")
+    print(f"{'path':36} {'seconds':>8} {'windows/s':>10} {'ratio':>6}")
+    for name, s in rows.items():
+        print(f"{name:36} {s:>8.2f} {len(records) / s:>10.2f} {s / seconds_generate:>6.3f}")
+    result = {
+        "benchmark": "teacher_vllm",
+        "device": "cpu",
+        "model": "tiny random Mistral (2 layers, hidden 128), RankZephyr tokenizer",
+        "windows": len(records),
+        "queries": len(lists),
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "seconds": {k: round(v, 3) for k, v in rows.items()},
+        "ours_runs_seconds": [round(seconds_ours, 3), round(seconds_ours_2, 3)],
+        "ratio_ours_to_generate": round(best_ours / seconds_generate, 4),
+        "ratio_lockstep_to_generate": round(seconds_lockstep / seconds_generate, 4),
+        "goal_ratio": 1.05,
+        "versions": versions(),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    (REPO / "bench" / "results").mkdir(parents=True, exist_ok=True)
+    (REPO / "bench" / "results" / "teacher_vllm_cpu.json").write_text(json.dumps(result, indent=2) + "\n")
+    backend.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Teacher backends: thin adapters behind one small interface.
+
+A backend takes rendered prompts and returns replies, in whatever order they complete:
+
+    submit(request)  queue one window's prompt
+    poll()           block until at least one submitted request has completed and return
+                     the completed ones ([] when nothing is pending)
+    close()
+
+The driver (`pipeline.teacher.rerank`) submits a query's next window as soon as the
+previous one returns, so an engine with continuous batching stays saturated.
+
+    vllm            vLLM's offline engine in-process (`--model`: a local folder or hub id)
+    openai          any OpenAI-compatible completions server (`--base-url`)
+    transformers    batched `generate` (no vLLM needed)
+    replay:LOG      replies from an earlier reply log, no model
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Request:
+    key: str  # "qid\twindow": unique per window of a run
+    prompt: str  # the chat template applied to the messages
+    prompt_ids: list[int]  # its token ids (empty when no tokenizer, e.g. replay)
+    prompt_sha256: str
+    max_tokens: int
+    qid: str
+    window: int
+    regex: str | None = None  # constrained decoding (backends that support it)
+
+
+@dataclass(frozen=True)
+class Reply:
+    key: str
+    text: str
+    completion_tokens: int
+
+
+class Backend(Protocol):
+    name: str
+
+    def submit(self, request: Request) -> None: ...
+
+    def poll(self) -> list[Reply]: ...
+
+    def close(self) -> None: ...
+
+    def provenance(self) -> dict[str, Any]: ...
+
+
+def open_backend(spec: str, **options: Any) -> Backend:
+    """Build a backend from its name (`vllm`, `openai`, `transformers`, `replay:LOG`)."""
+    if spec.startswith("replay:"):
+        from pipeline.teacher.backends.replay import ReplayBackend
+
+        return ReplayBackend(spec.removeprefix("replay:"))
+    if spec == "vllm":
+        from pipeline.teacher.backends.vllm_engine import VLLMBackend
+
+        return VLLMBackend(**options)
+    if spec == "openai":
+        from pipeline.teacher.backends.openai_server import OpenAIBackend
+
+        return OpenAIBackend(**options)
+    if spec == "transformers":
+        from pipeline.teacher.backends.hf_generate import TransformersBackend
+
+        return TransformersBackend(**options)
+    raise ValueError(f"unknown teacher backend {spec!r}: choose vllm, openai, transformers or replay:LOG")

@@ -1,0 +1,86 @@
+"""Turn a listwise teacher's reply (`[2] > [1] > ...`) into a full permutation, counting repairs.
+
+The repair rules are castorini/rank_llm's (`receive_permutation`, `clean_ranking_response`,
+`_remove_duplicate` in src/rank_llm/rerank/listwise/): drop everything up to the last
+`</think>`, read every maximal run of digits as a 1-based identifier, keep the first
+occurrence of each, drop identifiers outside 1..n, and append the identifiers never named in
+their current order. rank_llm does this silently; here every repair is named and counted.
+
+Two deliberate differences in reading digits: rank_llm maps a fixed table of look-alikes
+(superscripts, circled, fullwidth, ...) and then calls `int()` on `str.isdigit()` runs, which
+raises on digits outside its table (e.g. '⒈' or Ethiopic '፩'), after which rank_llm keeps the
+whole window in its old order. We NFKC-normalise and map any remaining Unicode digit by its
+value, so no input raises. Runs longer than any identifier are out of range without `int()`
+(Python refuses to convert digit strings over 4300 characters).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+REPAIRS = ("wrong_format", "repetition", "missing", "out_of_range")
+
+# The expected reply: `[i] > [j] > ...` with ASCII digits; spaces or tabs around `>` are free.
+_FORMAT = re.compile(r"\[[0-9]+\](?:[ \t]*>[ \t]*\[[0-9]+\])*")
+
+
+@dataclass(frozen=True)
+class ParsedPermutation:
+    """A reply read as a permutation of a window of n candidates."""
+
+    order: list[int]  # full 0-based permutation of range(n), best first
+    repairs: tuple[str, ...]  # subset of REPAIRS in REPAIRS order; empty = a clean reply
+    n_missing: int  # identifiers 1..n never named (appended in current order)
+    n_repeated: int  # repeated mentions of an in-range identifier (all but the first dropped)
+    n_out_of_range: int  # mentions of identifiers outside 1..n, 0 included (dropped)
+
+    @property
+    def ok(self) -> bool:
+        """True when the reply needed no repair."""
+        return not self.repairs
+
+
+def _digit_runs(text: str) -> list[str]:
+    """Maximal runs of digits, with Unicode digit look-alikes read as ASCII digits."""
+    chars = []
+    for c in unicodedata.normalize("NFKC", text):
+        value = unicodedata.digit(c, None) if c.isdigit() else None
+        chars.append(" " if value is None else str(value))
+    return "".join(chars).split()
+
+
+def parse_permutation(reply: str, n: int) -> ParsedPermutation:
+    """Read `reply` as a ranking of identifiers 1..n; never raises for any string."""
+    if "</think>" in reply:  # a reasoning model's thoughts may mention identifiers
+        reply = reply.rsplit("</think>", 1)[1]
+    reply = reply.strip()
+    max_digits = len(str(max(n, 1)))
+    seen: list[int] = []
+    named: set[int] = set()
+    repeated = out_of_range = 0
+    for run in _digit_runs(reply):
+        digits = run.lstrip("0")
+        ident = int(digits) if 0 < len(digits) <= max_digits else 0
+        if not 1 <= ident <= n:
+            out_of_range += 1
+        elif ident - 1 in named:
+            repeated += 1
+        else:
+            seen.append(ident - 1)
+            named.add(ident - 1)
+    missing = [i for i in range(n) if i not in named]
+    flags = {
+        "wrong_format": _FORMAT.fullmatch(reply) is None,
+        "repetition": repeated > 0,
+        "missing": bool(missing),
+        "out_of_range": out_of_range > 0,
+    }
+    return ParsedPermutation(
+        order=seen + missing,
+        repairs=tuple(name for name in REPAIRS if flags[name]),
+        n_missing=len(missing),
+        n_repeated=repeated,
+        n_out_of_range=out_of_range,
+    )

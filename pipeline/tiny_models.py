@@ -1,0 +1,103 @@
+"""Tiny random-weight models for machines without model weights (CI, the offline demo).
+
+The teacher stand-in is a 2-layer Mistral with RankZephyr's real tokenizer (the
+32,000-piece sentencepiece model of Mistral-7B-v0.1, shipped inside the `mistral-common`
+wheel) and the Zephyr chat template, so prompts have RankZephyr's real token counts and
+every engine code path runs. Its replies are random: it proves the plumbing, not quality.
+
+    distillm tiny-model mistral --out models/tiny-mistral
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+# The chat template of HuggingFaceH4/zephyr-7b-beta, which RankZephyr inherits.
+ZEPHYR_CHAT_TEMPLATE = (
+    "{% for message in messages %}\n"
+    "{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + message['content'] + eos_token }}\n"
+    "{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' + message['content'] + eos_token }}\n"
+    "{% elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n"
+    "{% endif %}\n"
+    "{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n"
+    "{% endfor %}"
+)
+
+
+def mistral_tokenizer_file() -> Path:
+    """Mistral-7B-v0.1's sentencepiece model as shipped in the mistral-common wheel."""
+    import mistral_common
+
+    path = Path(mistral_common.__file__).parent / "data" / "tokenizer.model.v1"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} missing: install mistral-common (it ships the tokenizer)")
+    return path
+
+
+def build_tiny_mistral(
+    out_dir: str | Path,
+    seed: int = 0,
+    hidden: int = 128,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    max_positions: int = 4096,
+) -> Path:
+    """Write a random-weight Mistral (float32, head_dim 32) with RankZephyr's tokenizer to out_dir."""
+    import torch
+    from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
+
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shutil.copy(mistral_tokenizer_file(), tmp / "tokenizer.model")
+    (tmp / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "LlamaTokenizer",
+                "bos_token": "<s>",
+                "eos_token": "</s>",
+                "unk_token": "<unk>",
+                "add_bos_token": True,
+                "add_eos_token": False,
+                "legacy": False,
+            }
+        )
+    )
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp))
+    tokenizer.chat_template = ZEPHYR_CHAT_TEMPLATE
+    (tmp / "tokenizer.model").unlink()
+    tokenizer.save_pretrained(str(tmp))
+    config = MistralConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=hidden // heads,
+        max_position_embeddings=max_positions,
+        sliding_window=None,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        torch_dtype="float32",
+    )
+    torch.manual_seed(seed)
+    MistralForCausalLM(config).save_pretrained(str(tmp))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return out_dir
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("tiny-model", help="build a tiny random-weight model for offline runs")
+    p.add_argument("kind", choices=["mistral"], help="mistral: teacher stand-in with RankZephyr's tokenizer")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=lambda args: print(build_tiny_mistral(args.out, seed=args.seed)))

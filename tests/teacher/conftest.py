@@ -1,0 +1,46 @@
+"""Teacher fixtures: a tiny random Mistral with RankZephyr's real tokenizer, one vLLM engine
+per test session, and DL19 queries from the shared data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+
+
+@pytest.fixture(scope="session")
+def tiny_mistral(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pipeline.tiny_models import build_tiny_mistral
+
+    return build_tiny_mistral(tmp_path_factory.mktemp("models") / "tiny-mistral", seed=0)
+
+
+@pytest.fixture(scope="session")
+def vllm_backend(tiny_mistral: Path):
+    """The one vLLM engine of the session (engine start ~40 s on 2 cores)."""
+    from pipeline.teacher.backends.vllm_engine import VLLMBackend
+
+    backend = VLLMBackend(str(tiny_mistral), dtype="float32")
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="session")
+def renderer(tiny_mistral: Path):
+    from pipeline.teacher.rerank import PromptRenderer
+
+    return PromptRenderer(str(tiny_mistral))
+
+
+@pytest.fixture(scope="session")
+def dl19(dl_store: Path):
+    """(ranked candidate lists, queries, corpus store) of the DL19 BM25 top-100."""
+    from pipeline.io.corpus import CorpusStore
+    from pipeline.io.queries import read_queries
+    from pipeline.io.trec import ranked_lists, read_trec_run
+
+    lists = ranked_lists(read_trec_run(dl_store / "runs" / "retrieve_results_dl19.run"))
+    return lists, read_queries(dl_store / "queries.tsv"), CorpusStore(dl_store / "corpus")

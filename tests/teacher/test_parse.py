@@ -1,0 +1,110 @@
+"""Reply parsing: rank_llm's repair rules, with every repair named and counted."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.teacher.parse import REPAIRS, parse_permutation
+
+from .test_reference_replay import load_logged_windows
+
+
+def rank_llm_order(reply: str, n: int) -> list[int]:
+    """rank_llm's receive_permutation (clean_ranking_response + _remove_duplicate), restated."""
+    if "</think>" in reply:
+        reply = reply.split("</think>")[-1].strip()
+    ids = [int(x) - 1 for x in "".join(c if c.isdigit() else " " for c in reply).split()]
+    kept: list[int] = []
+    for i in ids:
+        if i not in kept and 0 <= i < n:
+            kept.append(i)
+    return kept + [i for i in range(n) if i not in kept]
+
+
+def test_a_clean_reply():
+    parsed = parse_permutation("[3] > [1] > [2]", 3)
+    assert parsed.order == [2, 0, 1] and parsed.repairs == () and parsed.ok
+    assert (parsed.n_missing, parsed.n_repeated, parsed.n_out_of_range) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("reply", ["[3]>[1]>[2]", "  [3] >  [1]\t> [2]\n", "[03] > [1] > [2]"])
+def test_spacing_and_leading_zeros_are_still_clean(reply):
+    parsed = parse_permutation(reply, 3)
+    assert parsed.order == [2, 0, 1] and parsed.ok
+
+
+def test_repetition_keeps_the_first_mention():
+    parsed = parse_permutation("[2] > [1] > [2] > [3] > [1]", 3)
+    assert parsed.order == [1, 0, 2] and parsed.repairs == ("repetition",) and parsed.n_repeated == 2
+
+
+def test_missing_identifiers_are_appended_in_current_order():
+    parsed = parse_permutation("[4] > [2]", 5)
+    assert parsed.order == [3, 1, 0, 2, 4] and parsed.repairs == ("missing",) and parsed.n_missing == 3
+
+
+@pytest.mark.parametrize(
+    ("reply", "count"), [("[2] > [7] > [1] > [3]", 1), ("[0] > [2] > [1] > [3]", 1), ("[9] > [9]", 2)]
+)
+def test_out_of_range_identifiers_are_dropped(reply, count):
+    parsed = parse_permutation(reply, 3)
+    assert "out_of_range" in parsed.repairs and parsed.n_out_of_range == count
+    assert parsed.order == rank_llm_order(reply, 3)
+
+
+@pytest.mark.parametrize("reply", ["", "   ", "I cannot rank these passages."])
+def test_a_reply_without_identifiers_keeps_the_order(reply):
+    parsed = parse_permutation(reply, 4)
+    assert parsed.order == [0, 1, 2, 3] and parsed.repairs == ("wrong_format", "missing") and parsed.n_missing == 4
+
+
+def test_text_around_a_ranking_is_wrong_format_but_the_ranking_counts():
+    parsed = parse_permutation("Sure! The ranking is [2] > [1] > [3].", 3)
+    assert parsed.order == [1, 0, 2] and parsed.repairs == ("wrong_format",)
+
+
+def test_reasoning_before_the_last_think_tag_is_ignored():
+    reply = "<think>Passage [3] and 17 others... [1] is weak</think>\n</think> [2] > [3] > [1]"
+    parsed = parse_permutation(reply, 3)
+    assert parsed.order == [1, 2, 0] and parsed.ok
+
+
+@pytest.mark.parametrize("reply", ["[２] > [１] > [３]", "[²] > [¹] > [³]", "[₂] > [①] > [3]", "[٢] > [१] > [3]"])
+def test_digit_look_alikes_are_read_as_digits(reply):
+    parsed = parse_permutation(reply, 3)
+    assert parsed.order == [1, 0, 2] and parsed.repairs == ("wrong_format",)
+
+
+def test_digits_rank_llm_cannot_convert_do_not_raise():
+    # '⒈' (DIGIT ONE FULL STOP) and Ethiopic '፪' pass str.isdigit() but int() rejects them
+    parsed = parse_permutation("[⒉] > [፩] > [3]", 3)
+    assert parsed.order == [1, 0, 2] and parsed.repairs == ("wrong_format",)
+
+
+def test_huge_numbers_are_out_of_range_without_int_conversion():
+    parsed = parse_permutation("[" + "9" * 5000 + "] > [1] > [00000000000000000002]", 3)
+    assert parsed.order == [0, 1, 2] and parsed.n_out_of_range == 1 and parsed.repairs == ("missing", "out_of_range")
+
+
+def test_a_minus_sign_is_not_part_of_an_identifier():
+    parsed = parse_permutation("[-3] > [1] > [2]", 3)
+    assert parsed.order == [2, 0, 1] and parsed.repairs == ("wrong_format",)
+
+
+def test_repairs_come_in_repairs_order():
+    parsed = parse_permutation("ranking: [5] > [1] > [1]", 3)
+    assert parsed.repairs == REPAIRS and parsed.order == [0, 1, 2]
+
+
+@pytest.mark.parametrize("reply", ["", "[1]", "\x00\ud800", "]]>[[", "[1] > [", "</think>", "<think>" * 3])
+def test_never_raises_and_always_returns_a_permutation(reply):
+    for n in (0, 1, 20):
+        assert sorted(parse_permutation(reply, n).order) == list(range(n))
+
+
+@pytest.mark.parametrize("year", ["19", "20"])
+def test_logged_rankvicuna_replies_parse_as_in_rank_llm(year):
+    replies = [reply for _, reply in load_logged_windows(year)]
+    parsed = [parse_permutation(reply, 20) for reply in replies]
+    assert [p.order for p in parsed] == [rank_llm_order(reply, 20) for reply in replies]
+    assert all(p.ok for p in parsed)  # every logged RankVicuna reply is a clean permutation
