@@ -32,10 +32,19 @@ def parse_measures(names: list[str] | tuple[str, ...]) -> list:
 
 
 def evaluate(
-    run: pd.DataFrame, qrels: pd.DataFrame, measures: list[str] | tuple[str, ...] = DEFAULT_MEASURES
+    run: pd.DataFrame,
+    qrels: pd.DataFrame,
+    measures: list[str] | tuple[str, ...] = DEFAULT_MEASURES,
+    all_judged: bool = False,
 ) -> tuple[dict[str, float], pd.DataFrame]:
-    """Aggregate values {measure: value} and a per-query frame (qid, measure, value)."""
+    """Aggregate values {measure: value} and a per-query frame (qid, measure, value).
+
+    As trec_eval, the mean is over the judged queries that are in the run; with
+    all_judged (trec_eval -c) a judged query missing from the run counts as 0.
+    """
     parsed = parse_measures(measures)
+    if not all_judged:
+        qrels = qrels[qrels["qid"].isin(set(run["qid"]))]
     run_frame = pd.DataFrame({"query_id": run["qid"], "doc_id": run["doc_id"], "score": run["score"]})
     qrels_frame = pd.DataFrame({"query_id": qrels["qid"], "doc_id": qrels["doc_id"], "relevance": qrels["relevance"]})
     per_query = pd.DataFrame(
@@ -62,13 +71,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--per-query", type=Path, help="also write per-query values to this TSV (qid, measure, value)")
     p.add_argument("--json", type=Path, help="write the aggregate values to this JSON file (for `dvc metrics`)")
+    p.add_argument(
+        "--all-judged", action="store_true", help="average over all judged queries, missing ones as 0 (trec_eval -c)"
+    )
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
     run = read_trec_run(args.run)
     qrels = load_qrels(args.qrels)
-    values, per_query = evaluate(run, qrels, args.measures or DEFAULT_MEASURES)
+    values, per_query = evaluate(run, qrels, args.measures or DEFAULT_MEASURES, args.all_judged)
     n_queries = per_query["qid"].nunique()
     for name, value in values.items():
         print(f"{name}\t{value:.4f}")

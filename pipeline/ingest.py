@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 
 def ingest_candidates(paths: list[Path], out_dir: Path, tag: str = "bm25") -> dict[str, int]:
-    """Split candidate JSON files into a corpus store (their union), queries and one run each."""
+    """Split candidate JSON files into a corpus store (their union), all queries
+    (`queries.tsv`), and per file `runs/<stem>.run` and `queries/<stem>.tsv`."""
     queries: dict[str, str] = {}
     passages = {}
     counts = {"runs": 0, "hits": 0}
@@ -35,6 +36,7 @@ def ingest_candidates(paths: list[Path], out_dir: Path, tag: str = "bm25") -> di
             if passages.setdefault(doc_id, passage).text != passage.text:
                 raise ValueError(f"{path}: doc {doc_id!r} has a different text in an earlier file")
         write_trec_run(candidates.run, out_dir / "runs" / f"{path.stem}.run")
+        write_queries(candidates.queries, out_dir / "queries" / f"{path.stem}.tsv")
         counts["runs"] += 1
         counts["hits"] += len(candidates.run)
     build_corpus_store(
@@ -60,7 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("source", help="qrels file or irds:<dataset id>")
     r.add_argument("--out", type=Path, required=True)
     r.set_defaults(func=_qrels)
-    j = sub.add_parser("candidates", help="rank_llm candidate JSON -> corpus store, queries.tsv, runs/<name>.run")
+    j = sub.add_parser(
+        "candidates", help="rank_llm candidate JSON -> corpus store, queries.tsv, runs/<name>.run, queries/<name>.tsv"
+    )
     j.add_argument("sources", nargs="+", type=Path)
     j.add_argument("--out", type=Path, required=True, help="output directory")
     j.add_argument("--tag", default="bm25", help="run tag (the first stage that produced the candidates)")

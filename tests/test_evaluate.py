@@ -64,3 +64,15 @@ def test_cli_error_names_file_and_line(tmp_path: Path, trec_dl: Path):
     )
     assert out.returncode == 2
     assert f"{bad}:2: expected 6 fields" in out.stderr
+
+
+def test_mean_is_over_judged_queries_in_the_run_like_trec_eval(trec_dl: Path):
+    run = read_trec_run(trec_dl / "run.bm25.dl19.top100.txt")
+    qrels = read_qrels(trec_dl / "qrels.dl19-passage.txt")
+    first_four = run[run["qid"].isin(run["qid"].unique()[:4])]
+    values, per_query = evaluate(first_four, qrels)
+    _, full_per_query = evaluate(run, qrels)
+    expected = full_per_query[full_per_query["qid"].isin(first_four["qid"])]["value"].mean()
+    assert per_query["qid"].nunique() == 4 and values["nDCG@10"] == pytest.approx(expected)
+    padded, _ = evaluate(first_four, qrels, all_judged=True)  # trec_eval -c: missing queries count 0
+    assert padded["nDCG@10"] == pytest.approx(expected * 4 / 43)

@@ -1,4 +1,4 @@
-"""The reply log: one JSON line per completed window, appended and fsync'ed as it completes.
+"""The reply log: one JSON line per completed window, appended as it completes.
 
 It is the teacher's ground truth: the output run is re-derived from it, a crashed run
 resumes from it, and `--backend replay:LOG` re-ranks from it without a model. A kill -9
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -48,19 +49,31 @@ def read_reply_log(path: str | Path, repair_tail: bool = False) -> Iterator[tupl
 
 
 class ReplyLogWriter:
-    """Append-only writer; every record is flushed and fsync'ed before `write` returns."""
+    """Append-only writer.
 
-    def __init__(self, path: str | Path):
+    Every record reaches the operating system before `write` returns, so killing the
+    process (even kill -9) loses nothing written. fsync, which guards against a crash of
+    the machine itself, runs at most every `fsync_seconds` and at close: a machine crash
+    can lose the last second of windows, which a resumed run then recomputes.
+    """
+
+    def __init__(self, path: str | Path, fsync_seconds: float = 1.0):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file: IO[str] = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.fsync_seconds = fsync_seconds
+        self._synced = time.monotonic()
 
     def write(self, record: dict[str, Any]) -> None:
         self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
         self._file.flush()
-        os.fsync(self._file.fileno())
+        if time.monotonic() - self._synced >= self.fsync_seconds:
+            os.fsync(self._file.fileno())
+            self._synced = time.monotonic()
 
     def close(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
         self._file.close()
 
     def __enter__(self) -> ReplyLogWriter:
