@@ -31,22 +31,8 @@ from pipeline.io.queries import read_queries  # noqa: E402
 from pipeline.io.trec import ranked_lists, read_qrels, read_trec_run, run_from_lists  # noqa: E402
 from pipeline.teacher.backends.replay import ReplayBackend  # noqa: E402
 from pipeline.teacher.prompts import load_prompt, passage_content  # noqa: E402
+from pipeline.teacher.reply_log import read_rank_llm_windows  # noqa: E402
 from pipeline.teacher.rerank import PromptRenderer, Teacher, TeacherSettings  # noqa: E402
-
-
-def reference_windows(path: Path) -> list[dict]:
-    """rank_llm's {prompt, response} objects, written one after another."""
-    text, decoder, i, objects = path.read_text(), json.JSONDecoder(), 0, []
-    while True:
-        while i < len(text) and (text[i].isspace() or text[i] in ",[]"):
-            i += 1
-        if i >= len(text):
-            return objects
-        try:
-            obj, i = decoder.raw_decode(text, i)
-        except json.JSONDecodeError:
-            return objects  # a truncated tail
-        objects.append(obj)
 
 
 def main() -> None:
@@ -56,7 +42,9 @@ def main() -> None:
     lists = ranked_lists(read_trec_run(work / "runs" / "retrieve_results_dl19.run"))
     queries = read_queries(work / "queries.tsv")
     corpus = CorpusStore(work / "corpus")
-    replies = reference_windows(SHARED / "reference" / "teacher_runs" / "rankvicuna7b" / "prompts_responses_dl19.json")
+    replies = read_rank_llm_windows(
+        SHARED / "reference" / "teacher_runs" / "rankvicuna7b" / "prompts_responses_dl19.json"
+    )
     assert len(replies) == 9 * len(lists), (len(replies), len(lists))
     log = work / "rankvicuna.jsonl"
     with open(log, "w") as f:

@@ -43,9 +43,10 @@ def _register_first_stages(sub: argparse._SubParsersAction) -> None:
 
 
 def _register_teacher(sub: argparse._SubParsersAction) -> None:
-    from pipeline.teacher import rerank
+    from pipeline.teacher import rerank, shards
 
     rerank.register(sub)
+    shards.register(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

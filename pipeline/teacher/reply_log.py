@@ -81,3 +81,20 @@ class ReplyLogWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def read_rank_llm_windows(path: str | Path) -> list[dict[str, Any]]:
+    """rank_llm's prompts-and-responses file: `{"prompt", "response"}` objects one after
+    another (comma-separated, no enclosing list), in window processing order. A truncated
+    last object ends the list. Turn it into a replay log to re-rank from rank_llm's replies."""
+    text, decoder, pos, objects = Path(path).read_text(encoding="utf-8"), json.JSONDecoder(), 0, []
+    while True:
+        while pos < len(text) and (text[pos].isspace() or text[pos] in ",[]"):
+            pos += 1
+        if pos >= len(text):
+            return objects
+        try:
+            obj, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            return objects
+        objects.append(obj)

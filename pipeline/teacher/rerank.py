@@ -47,6 +47,7 @@ from pipeline.teacher.backends import Backend, Request, open_backend
 from pipeline.teacher.parse import REPAIRS, parse_permutation
 from pipeline.teacher.prompts import PromptOverflow, PromptTemplate, build_messages, fit_messages, load_prompt
 from pipeline.teacher.reply_log import ReplyLogWriter, read_reply_log
+from pipeline.teacher.shards import parse_shard, select_shard
 from pipeline.teacher.windows import Window, apply_permutation, sliding_windows
 
 log = logging.getLogger(__name__)
@@ -436,6 +437,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=int, help="default: tokens of a full permutation + 2")
     p.add_argument("--constrained", action="store_true", help="regex-constrained decoding (vllm)")
     p.add_argument("--max-queries", type=int, default=0, help="only the first N queries of the run (0: all)")
+    p.add_argument("--shard", help="I/N: only every N-th query from the I-th (0-based); merge with merge-shards")
     p.add_argument(
         "--restart-if-changed",
         action="store_true",
@@ -506,7 +508,9 @@ def _main(args: argparse.Namespace) -> int:
     lists = ranked_lists(run)
     if args.max_queries:
         lists = dict(list(lists.items())[: args.max_queries])
-        run = run[run["qid"].isin(lists.keys())]
+    if args.shard:
+        lists = select_shard(lists, *parse_shard(args.shard))
+    run = run[run["qid"].isin(lists.keys())]
     check_run_references(run, args.run, queries, corpus)  # before any model starts
     log_path = args.log or args.out.with_name(args.out.name + ".log.jsonl")
     stats_path = args.stats or args.out.with_name(args.out.name + ".stats.json")
@@ -546,6 +550,7 @@ def _main(args: argparse.Namespace) -> int:
             "reply_log": str(log_path),
             "tag": args.tag,
             "backend": backend.provenance(),
+            "shard": args.shard,
             "versions": versions(),
             "command": " ".join(sys.argv),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),

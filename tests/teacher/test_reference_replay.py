@@ -25,6 +25,7 @@ import pytest
 
 from pipeline.teacher.parse import parse_permutation
 from pipeline.teacher.prompts import build_messages, load_prompt
+from pipeline.teacher.reply_log import read_rank_llm_windows
 from pipeline.teacher.windows import rerank
 
 SHARED_DATA = Path(os.environ.get("DISTILLM_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
@@ -40,17 +41,9 @@ def load_logged_windows(year: str) -> list[tuple[str, str]]:
     """(user message, raw reply) of every logged window, in processing order."""
     path = REFERENCE / f"prompts_responses_dl{year}.json"
     if not path.is_file():
-        pytest.skip(f"reference log not found: {path}")
-    text, decoder, pos, out = path.read_text(), json.JSONDecoder(), 0, []
-    while True:
-        while pos < len(text) and text[pos] in ", \n\r\t":  # objects are written ", "-separated
-            pos += 1
-        if pos == len(text):
-            break
-        try:
-            record, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError:  # a truncated last fragment ends the log
-            break
+        pytest.fail(f"reference log not found: {path}")
+    out = []
+    for record in read_rank_llm_windows(path):
         _, sep, rest = record["prompt"].partition(USER)
         assert sep and rest.endswith(ASSISTANT), record["prompt"][:200]
         out.append((rest[: -len(ASSISTANT)], record["response"]))

@@ -78,7 +78,11 @@ class TransformersBackend:
             new = out[row, width:].tolist()[: r.max_tokens]
             if self.eos in new:
                 new = new[: new.index(self.eos) + 1]
-            replies.append(Reply(r.key, self.tokenizer.decode(new, skip_special_tokens=True), len(new)))
+            # decoded after the last prompt token, as vLLM's incremental detokenizer does:
+            # decoding `new` alone would drop the leading space of its first word piece
+            context = self.tokenizer.decode(r.prompt_ids[-1:], skip_special_tokens=True)
+            text = self.tokenizer.decode(r.prompt_ids[-1:] + new, skip_special_tokens=True)[len(context) :]
+            replies.append(Reply(r.key, text, len(new)))
         return replies
 
     def close(self) -> None:
