@@ -438,6 +438,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--constrained", action="store_true", help="regex-constrained decoding (vllm)")
     p.add_argument("--max-queries", type=int, default=0, help="only the first N queries of the run (0: all)")
     p.add_argument("--shard", help="I/N: only every N-th query from the I-th (0-based); merge with merge-shards")
+    p.add_argument("--engine", choices=["local", "ray"], default="local", help="ray: blocks of queries on Ray actors")
+    p.add_argument("--ray-address", help="Ray cluster address (default: start a local Ray)")
+    p.add_argument("--ray-actors", type=int, default=1, help="ray: teacher actors (one engine each)")
+    p.add_argument("--ray-gpus-per-actor", type=float, default=0, help="ray: GPUs per actor (tensor parallel size)")
+    p.add_argument("--ray-cpus-per-actor", type=float, default=1, help="ray: CPUs reserved per actor")
+    p.add_argument("--block-size", type=int, default=100, help="ray: queries per block")
     p.add_argument(
         "--restart-if-changed",
         action="store_true",
@@ -514,55 +520,113 @@ def _main(args: argparse.Namespace) -> int:
     check_run_references(run, args.run, queries, corpus)  # before any model starts
     log_path = args.log or args.out.with_name(args.out.name + ".log.jsonl")
     stats_path = args.stats or args.out.with_name(args.out.name + ".stats.json")
-    check_log_settings(log_path, settings_record(settings, template, tokenizer), args.restart_if_changed)
+    record = settings_record(settings, template, tokenizer)
+    provenance = {
+        "run": str(args.run),
+        "queries_file": str(args.queries),
+        "corpus": str(args.corpus),
+        "tag": args.tag,
+        "shard": args.shard,
+        "command": " ".join(sys.argv),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+    }
     log.info(
-        "teacher: %d queries, %d candidates, depth %d, window %d, stride %d, backend %s",
+        "teacher: %d queries, %d candidates, depth %d, window %d, stride %d, backend %s, engine %s",
         len(lists),
         len(run),
         args.depth,
         args.window,
         args.stride,
         args.backend,
+        args.engine,
     )
-    renderer = PromptRenderer(tokenizer)
-    backend = open_backend(args.backend, **_backend_options(args))
-    try:
-        teacher = Teacher(backend, renderer, settings, template, corpus)
-        compute_started = time.perf_counter()
-        reranked = teacher.run(lists, queries, log_path, progress=not args.no_progress)
-        seconds = time.perf_counter() - compute_started
-    finally:
-        backend.close()
-    write_trec_run(run_from_lists(reranked, args.tag), args.out)
+    if args.engine == "ray":
+        from pipeline.teacher.ray_engine import RayJob, run_on_ray
+
+        job = RayJob(
+            args.backend,
+            _backend_options(args),
+            tokenizer,
+            settings,
+            template,
+            args.corpus,
+            queries,
+            args.tag,
+            provenance,
+            args.restart_if_changed,
+        )
+        stats = run_on_ray(
+            job,
+            lists,
+            args.run,
+            args.out,
+            args.ray_actors,
+            args.block_size,
+            args.ray_address,
+            args.ray_gpus_per_actor,
+            args.ray_cpus_per_actor,
+        )
+    else:
+        check_log_settings(log_path, record, args.restart_if_changed)
+        renderer = PromptRenderer(tokenizer)
+        backend = open_backend(args.backend, **_backend_options(args))
+        try:
+            teacher = Teacher(backend, renderer, settings, template, corpus)
+            stats = run_to_files(
+                teacher,
+                lists,
+                queries,
+                args.out,
+                log_path,
+                stats_path,
+                args.tag,
+                provenance,
+                progress=not args.no_progress,
+            )
+        finally:
+            backend.close()
+    log.info(
+        "teacher run -> %s (%d windows, repair rate %.3f); stats -> %s",
+        args.out,
+        stats["windows"],
+        stats["repair_rate"],
+        stats_path,
+    )
+    return 0
+
+
+def run_to_files(
+    teacher: Teacher,
+    lists: dict[str, list[str]],
+    queries: dict[str, str],
+    out: Path,
+    log_path: Path,
+    stats_path: Path,
+    tag: str,
+    provenance: dict[str, Any],
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the teacher and write the run, and the stats with provenance; returns the stats."""
+    compute_started = time.perf_counter()
+    reranked = teacher.run(lists, queries, log_path, progress=progress)
+    seconds = time.perf_counter() - compute_started
+    write_trec_run(run_from_lists(reranked, tag), out)
     summary = teacher.tally.summary()
     new_windows = summary["windows"] - summary["windows_resumed_from_log"]
     stats = {
         "queries": len(reranked),
-        "candidates": len(run),
+        "candidates": sum(len(docs) for docs in lists.values()),
         **summary,
         "seconds": round(seconds, 3),
         "windows_per_second": round(new_windows / seconds, 3) if seconds > 0 else None,
         "provenance": {
-            **settings_record(settings, template, tokenizer),
-            "run": str(args.run),
-            "queries_file": str(args.queries),
-            "corpus": str(args.corpus),
+            **settings_record(teacher.settings, teacher.template, teacher.renderer.name),
+            **provenance,
             "reply_log": str(log_path),
-            "tag": args.tag,
-            "backend": backend.provenance(),
-            "shard": args.shard,
+            "backend": teacher.backend.provenance(),
             "versions": versions(),
-            "command": " ".join(sys.argv),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         },
     }
     stats_path.parent.mkdir(parents=True, exist_ok=True)
     stats_path.write_text(json.dumps(stats, indent=2) + "\n")
-    log.info(
-        "teacher run -> %s (%d windows, repair rate %.3f); stats -> %s",
-        args.out,
-        summary["windows"],
-        summary["repair_rate"],
-        stats_path,
-    )
-    return 0
+    return stats

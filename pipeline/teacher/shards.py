@@ -25,9 +25,19 @@ from pipeline.teacher.reply_log import read_reply_log
 log = logging.getLogger(__name__)
 
 # provenance fields that legitimately differ between the shards of one run
-_PER_SHARD = {"command", "started", "reply_log", "shard", "backend"}
-_SUMMED = ("windows", "windows_repaired", "ids_missing", "ids_repeated", "ids_out_of_range",
-           "windows_with_shrunk_passages", "prompt_tokens", "completion_tokens", "queries", "candidates")  # fmt: skip
+_PER_SHARD = {"command", "started", "reply_log", "shard", "block", "backend"}
+_SUMMED = (
+    "windows",
+    "windows_repaired",
+    "ids_missing",
+    "ids_repeated",
+    "ids_out_of_range",
+    "windows_with_shrunk_passages",
+    "prompt_tokens",
+    "completion_tokens",
+    "queries",
+    "candidates",
+)
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -47,8 +57,14 @@ def select_shard(lists: dict[str, list[str]], index: int, count: int) -> dict[st
 
 
 def merge_shards(first_stage: Path, shard_runs: list[Path], out: Path) -> dict[str, Any]:
-    """Merge shard runs (with their `.log.jsonl` and `.stats.json`) into out, out.log.jsonl, out.stats.json."""
-    order = list(ranked_lists(read_trec_run(first_stage)))
+    """Merge shard runs (with their `.log.jsonl` and `.stats.json`) covering every query of
+    the first-stage run into out, out.log.jsonl and out.stats.json."""
+    return merge_runs(list(ranked_lists(read_trec_run(first_stage))), first_stage, shard_runs, out)
+
+
+def merge_runs(order: list[str], first_stage: Path, shard_runs: list[Path], out: Path) -> dict[str, Any]:
+    """Merge teacher runs of disjoint query sets that together hold exactly the queries of
+    `order` (queries in that order in the output)."""
     lists: dict[str, list[str]] = {}
     tags, stats_list, records = set(), [], {}
     for run_path in shard_runs:
@@ -73,8 +89,11 @@ def merge_shards(first_stage: Path, shard_runs: list[Path], out: Path) -> dict[s
     settings = [{k: v for k, v in s["provenance"].items() if k not in _PER_SHARD} for _, s in stats_list]
     for (path, _), other in zip(stats_list[1:], settings[1:], strict=True):
         if other != settings[0]:
-            diff = {k: (settings[0].get(k), other.get(k)) for k in settings[0].keys() | other.keys()
-                    if settings[0].get(k) != other.get(k)}  # fmt: skip
+            diff = {
+                k: (settings[0].get(k), other.get(k))
+                for k in settings[0].keys() | other.keys()
+                if settings[0].get(k) != other.get(k)
+            }
             raise InputError(path, None, f"shard made with other settings than {stats_list[0][0]}: {diff}")
     if len(tags) != 1:
         raise ValueError(f"shards carry different run tags: {sorted(tags)}")
@@ -91,11 +110,20 @@ def merge_shards(first_stage: Path, shard_runs: list[Path], out: Path) -> dict[s
     merged["repair_rate"] = merged["windows_repaired"] / merged["windows"] if merged["windows"] else 0.0
     merged["seconds"] = max(s["seconds"] for _, s in stats_list)  # wall time of parallel shards
     merged["provenance"] = {
-        **stats_list[0][1]["provenance"], "reply_log": str(out_log), "run": str(first_stage),
-        "shards": [{"run": str(p.with_name(p.name.removesuffix(".stats.json"))), "backend": s["provenance"]["backend"],
-                    "command": s["provenance"].get("command")} for p, s in stats_list],
-    }  # fmt: skip
+        **stats_list[0][1]["provenance"],
+        "reply_log": str(out_log),
+        "run": str(first_stage),
+        "shards": [
+            {
+                "run": str(p.with_name(p.name.removesuffix(".stats.json"))),
+                "backend": s["provenance"]["backend"],
+                "command": s["provenance"].get("command"),
+            }
+            for p, s in stats_list
+        ],
+    }
     merged["provenance"].pop("shard", None)
+    merged["provenance"].pop("block", None)
     out.with_name(out.name + ".stats.json").write_text(json.dumps(merged, indent=2) + "\n")
     return merged
 
@@ -110,5 +138,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _main(args: argparse.Namespace) -> None:
     merged = merge_shards(args.run, args.shards, args.out)
-    log.info("merged %d shards: %d queries, %d windows -> %s", len(args.shards), merged["queries"],
-             merged["windows"], args.out)  # fmt: skip
+    log.info(
+        "merged %d shards: %d queries, %d windows -> %s",
+        len(args.shards),
+        merged["queries"],
+        merged["windows"],
+        args.out,
+    )
