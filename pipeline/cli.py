@@ -25,6 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     _register_first_stages(sub)
     _register_teacher(sub)
     evaluate.register(sub)
+    from pipeline.dataset import card, export, validate, zenodo
+
+    export.register(sub)
+    validate.register(sub)
+    card.register(sub)
+    zenodo.register(sub)
     tiny_models.register(sub)
     return parser
 
