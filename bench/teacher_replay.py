@@ -57,7 +57,7 @@ def main() -> None:
     for label, tokenizer in (("replay, no tokenizer", None), ("replay + RankZephyr tokenizer", "tokenizer")):
         renderer = PromptRenderer(None)
         if tokenizer:
-            from pipeline.tiny_models import build_tiny_mistral
+            from pipeline.offline_models import build_tiny_mistral
 
             renderer = PromptRenderer(str(build_tiny_mistral(work / "tiny", layers=1)))
         for cache in ("cold", "warm"):

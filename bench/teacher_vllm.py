@@ -43,7 +43,7 @@ def main() -> None:
     from pipeline.teacher.prompts import fit_messages, load_prompt
     from pipeline.teacher.reply_log import read_reply_log
     from pipeline.teacher.rerank import PromptRenderer, Teacher, TeacherSettings, versions
-    from pipeline.tiny_models import build_tiny_mistral
+    from pipeline.offline_models import build_tiny_mistral
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--queries", type=int, default=43)

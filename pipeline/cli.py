@@ -10,8 +10,9 @@ import argparse
 import logging
 import sys
 
-from pipeline import __version__, evaluate, ingest, tiny_models
+from pipeline import __version__, evaluate, ingest, offline_models
 from pipeline.errors import InputError
+from pipeline.student import train as student_train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,13 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
     _register_first_stages(sub)
     _register_teacher(sub)
     evaluate.register(sub)
+    student_train.register(sub)
     from pipeline.dataset import card, export, validate, zenodo
 
     export.register(sub)
     validate.register(sub)
     card.register(sub)
     zenodo.register(sub)
-    tiny_models.register(sub)
+    offline_models.register(sub)
     return parser
 
 

@@ -425,7 +425,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output TREC run")
     p.add_argument("--log", type=Path, help="reply log (default: OUT.log.jsonl); an existing one is resumed")
     p.add_argument("--stats", type=Path, help="stats + provenance JSON (default: OUT.stats.json)")
-    p.add_argument("--backend", default="vllm", help="vllm | openai | transformers | replay:LOG")
+    p.add_argument(
+        "--backend",
+        default="vllm",
+        help="vllm | openai | transformers | replay:LOG | cross-encoder (the student: --model CKPT)",
+    )
     p.add_argument("--model", help="model folder or hub id (vllm, transformers); model name (openai)")
     p.add_argument("--tokenizer", help="tokenizer for chat template and token counts (default: --model)")
     p.add_argument("--prompt", default="rank_zephyr", help="prompt template name in prompts/ or a .toml path")
@@ -488,6 +492,10 @@ def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.backend == "cross-encoder":
+        from pipeline.student.score import main_cross_encoder
+
+        return main_cross_encoder(args)
     started = time.time()
     is_replay = args.backend.startswith("replay:")
     if not is_replay and not args.model:

@@ -13,7 +13,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 
 @pytest.fixture(scope="session")
 def tiny_mistral(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pipeline.tiny_models import build_tiny_mistral
+    from pipeline.offline_models import build_tiny_mistral
 
     return build_tiny_mistral(tmp_path_factory.mktemp("models") / "tiny-mistral", seed=0)
 

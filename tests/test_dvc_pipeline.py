@@ -1,0 +1,81 @@
+"""The DVC pipeline after `make demo`: a second `dvc repro` is a no-op, a parameter change
+re-runs exactly the stages downstream of it, and `dvc metrics show` prints every stage.
+
+Marked `demo`: it needs the outputs of `make demo` in the workspace (`make demo-check` runs
+it; .ci/run runs both). It works on a copy of the workspace, so the real one is untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.demo
+
+ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{REPO / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+
+
+def dvc(workdir: Path, *args: str) -> str:
+    result = subprocess.run(["dvc", *args], cwd=workdir, env=ENV, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not (REPO / "dvc.lock").exists() or not (REPO / "data" / "metrics").is_dir():
+        pytest.fail("run `make demo` first: these checks read its outputs")
+    copy = tmp_path_factory.mktemp("ws") / REPO.name
+    # the shared data sits beside the repository (data_dir: ../shared/...): keep that layout
+    (copy.parent / "shared").symlink_to(REPO.parent / "shared")
+    shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns(".venv", ".cache", "__pycache__", ".pytest_cache"))
+    return copy
+
+
+def stages_that_would_run(workdir: Path) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", dvc(workdir, "repro", "--dry")))
+
+
+def test_second_repro_is_a_no_op(workspace: Path):
+    assert stages_that_would_run(workspace) == set()
+    assert "Data and pipelines are up to date" in dvc(workspace, "repro")
+
+
+def test_a_teacher_param_reruns_exactly_the_downstream_stages(workspace: Path):
+    params_path = workspace / "params.yaml"
+    original = params_path.read_text()
+    params = yaml.safe_load(original)
+    params["teacher"]["max_words"] = 250
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        would_run = stages_that_would_run(workspace)
+    finally:
+        params_path.write_text(original)
+    assert would_run == {
+        "teacher@dl19",
+        "teacher@dl20",
+        "teacher_train",
+        "dataset",
+        "student_stage1",
+        "student_distill",
+        "student_rerank@dl19",
+        "student_rerank@dl20",
+        "evaluate@teacher-dl19",
+        "evaluate@teacher-dl20",
+        "evaluate@student-dl19",
+        "evaluate@student-dl20",
+    }
+
+
+def test_metrics_show_every_stage(workspace: Path):
+    table = dvc(workspace, "metrics", "show")
+    for name in ("bm25-pool-dl19", "teacher-dl19", "teacher-dl20", "student-dl19", "student-dl20"):
+        assert f"data/metrics/{name}.json" in table
