@@ -36,7 +36,7 @@ def main() -> None:
     from pipeline.cli import main as distillm
     from pipeline.ingest import ingest_candidates
     from pipeline.io.trec import ranked_lists, read_trec_run
-    from pipeline.teacher.reply_log import read_rank_llm_windows
+    from pipeline.teacher.reply_log import read_rank_llm_windows, write_replay_log
 
     work = Path(tempfile.mkdtemp(prefix="bench-ray-"))
     ingest_candidates([SHARED / "data" / "trec-dl" / "retrieve_results_dl19.json"], work)
@@ -45,13 +45,7 @@ def main() -> None:
     windows = read_rank_llm_windows(
         SHARED / "reference" / "teacher_runs" / "rankvicuna7b" / "prompts_responses_dl19.json"
     )
-    log = work / "rankvicuna.jsonl"
-    log.write_text(
-        "".join(
-            json.dumps({"qid": qids[i // 9], "window": i % 9, "prompt_sha256": "", "reply": w["response"]}) + "\n"
-            for i, w in enumerate(windows)
-        )
-    )
+    log = write_replay_log(windows, qids, work / "rankvicuna.jsonl")
     common = [
         "rerank",
         "--run",

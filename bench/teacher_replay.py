@@ -31,7 +31,7 @@ from pipeline.io.queries import read_queries  # noqa: E402
 from pipeline.io.trec import ranked_lists, read_qrels, read_trec_run, run_from_lists  # noqa: E402
 from pipeline.teacher.backends.replay import ReplayBackend  # noqa: E402
 from pipeline.teacher.prompts import load_prompt, passage_content  # noqa: E402
-from pipeline.teacher.reply_log import read_rank_llm_windows  # noqa: E402
+from pipeline.teacher.reply_log import read_rank_llm_windows, write_replay_log  # noqa: E402
 from pipeline.teacher.rerank import PromptRenderer, Teacher, TeacherSettings  # noqa: E402
 
 
@@ -45,12 +45,7 @@ def main() -> None:
     replies = read_rank_llm_windows(
         SHARED / "reference" / "teacher_runs" / "rankvicuna7b" / "prompts_responses_dl19.json"
     )
-    assert len(replies) == 9 * len(lists), (len(replies), len(lists))
-    log = work / "rankvicuna.jsonl"
-    with open(log, "w") as f:
-        for i, obj in enumerate(replies):
-            qid = list(lists)[i // 9]
-            f.write(json.dumps({"qid": qid, "window": i % 9, "prompt_sha256": "", "reply": obj["response"]}) + "\n")
+    log = write_replay_log(replies, list(lists), work / "rankvicuna.jsonl")
 
     settings = TeacherSettings(model="replay", prompt="rank_vicuna")
     results = {}

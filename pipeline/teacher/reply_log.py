@@ -98,3 +98,21 @@ def read_rank_llm_windows(path: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             return objects
         objects.append(obj)
+
+
+def write_replay_log(windows: list[dict[str, Any]], qids: list[str], path: str | Path, per_query: int = 9) -> Path:
+    """Write rank_llm's logged replies (`read_rank_llm_windows`, in processing order) as a
+    reply log for `--backend replay:LOG`: window i belongs to qids[i // per_query]."""
+    if len(windows) != per_query * len(qids):
+        raise ValueError(f"{len(windows)} logged windows for {len(qids)} queries x {per_query}")
+    path = Path(path)
+    with open(path, "w", encoding="utf-8") as f:
+        for i, window in enumerate(windows):
+            record = {
+                "qid": qids[i // per_query],
+                "window": i % per_query,
+                "prompt_sha256": "",
+                "reply": window["response"],
+            }
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path

@@ -49,20 +49,12 @@ def dl19(dl_store: Path):
 @pytest.fixture(scope="session")
 def rankvicuna_dl19_log(dl_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A replay log of RankVicuna-7B's real DL19 replies, as logged by rank_llm."""
-    import json
-
     from pipeline.io.trec import ranked_lists, read_trec_run
-    from pipeline.teacher.reply_log import read_rank_llm_windows
+    from pipeline.teacher.reply_log import read_rank_llm_windows, write_replay_log
     from tests.conftest import SHARED_DATA
 
     qids = list(ranked_lists(read_trec_run(dl_store / "runs" / "retrieve_results_dl19.run")))
     windows = read_rank_llm_windows(
         SHARED_DATA.parent / "reference" / "teacher_runs" / "rankvicuna7b" / "prompts_responses_dl19.json"
     )
-    assert len(windows) == 9 * len(qids)
-    path = tmp_path_factory.mktemp("rankvicuna") / "rankvicuna-dl19.jsonl"
-    with open(path, "w") as f:
-        for i, window in enumerate(windows):
-            record = {"qid": qids[i // 9], "window": i % 9, "prompt_sha256": "", "reply": window["response"]}
-            f.write(json.dumps(record) + "\n")
-    return path
+    return write_replay_log(windows, qids, tmp_path_factory.mktemp("rankvicuna") / "rankvicuna-dl19.jsonl")
