@@ -39,11 +39,11 @@ def main() -> None:
     from pipeline.io.corpus import CorpusStore
     from pipeline.io.queries import read_queries
     from pipeline.io.trec import ranked_lists, read_trec_run
+    from pipeline.offline_models import build_tiny_mistral
     from pipeline.teacher.backends.vllm_engine import VLLMBackend
     from pipeline.teacher.prompts import fit_messages, load_prompt
     from pipeline.teacher.reply_log import read_reply_log
     from pipeline.teacher.rerank import PromptRenderer, Teacher, TeacherSettings, versions
-    from pipeline.offline_models import build_tiny_mistral
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--queries", type=int, default=43)
