@@ -10,9 +10,10 @@ import argparse
 import logging
 import sys
 
-from pipeline import __version__, evaluate, ingest, offline_models
+from pipeline import __version__, evaluate, ingest, offline_models, report
 from pipeline.errors import InputError
 from pipeline.student import train as student_train
+from pipeline.watchdog import StallError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     _register_first_stages(sub)
     _register_teacher(sub)
     evaluate.register(sub)
+    report.register(sub)
     student_train.register(sub)
     from pipeline.dataset import card, export, validate, zenodo
 
@@ -45,9 +47,10 @@ def _register_first_stages(sub: argparse._SubParsersAction) -> None:
     retrieve = sub.add_parser("retrieve", help="retrieve a TREC run with a first stage").add_subparsers(
         dest="engine", required=True, metavar="ENGINE"
     )
-    from pipeline.first_stage import bm25
+    from pipeline.first_stage import bm25, colbert
 
     bm25.register(index, retrieve)
+    colbert.register(index, retrieve)
 
 
 def _register_teacher(sub: argparse._SubParsersAction) -> None:
@@ -69,3 +72,6 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, ValueError) as e:  # InputError names the file and line
         print(f"distillm {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except StallError as e:  # a library call that stopped making progress (pipeline/watchdog.py)
+        print(f"distillm {args.command}: error: {e}", file=sys.stderr)
+        return 1

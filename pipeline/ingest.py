@@ -1,29 +1,44 @@
 """Ingestion: bring corpora, queries, qrels and candidate files into the data contract.
 
 distillm ingest corpus SRC --out DIR          # TSV/JSONL file or irds:<id> -> corpus store
-distillm ingest queries SRC --out FILE.tsv     # TSV/JSONL file or irds:<id> -> queries TSV
-distillm ingest qrels SRC --out FILE           # qrels file or irds:<id> -> qrels
-distillm ingest candidates JSON... --out DIR   # rank_llm candidate JSON -> store + queries + runs
+distillm ingest queries SRC --out FILE.tsv [--sample N --seed S]   # file or irds:<id> -> queries TSV
+distillm ingest qrels SRC --out FILE [--queries FILE.tsv]           # file or irds:<id> -> qrels
+distillm ingest candidates JSON... --out DIR [--corpus SRC]   # rank_llm candidate JSON -> store + queries + runs
+
+`ingest candidates` builds the corpus store from the candidates' own passages (their union,
+the demo) or, with `--corpus SRC`, from a full corpus (the paper: irds:msmarco-passage), in
+which every candidate must then exist. `ingest queries --sample N` keeps N queries drawn
+at random (seeded), in their source order: the paper's 10k MS MARCO training queries.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import random
 from pathlib import Path
 
+from pipeline.errors import InputError
 from pipeline.io.candidates import read_candidates
-from pipeline.io.corpus import build_corpus_store
-from pipeline.io.queries import write_queries
+from pipeline.io.corpus import CorpusStore, build_corpus_store
+from pipeline.io.queries import read_queries, write_queries
 from pipeline.io.sources import load_passages, load_qrels, load_queries
 from pipeline.io.trec import write_qrels, write_trec_run
 
 log = logging.getLogger(__name__)
 
 
-def ingest_candidates(paths: list[Path], out_dir: Path, tag: str = "bm25") -> dict[str, int]:
-    """Split candidate JSON files into a corpus store (their union), all queries
-    (`queries.tsv`), and per file `runs/<stem>.run` and `queries/<stem>.tsv`."""
+def ingest_candidates(
+    paths: list[Path], out_dir: Path, tag: str = "bm25", corpus: str | Path | None = None
+) -> dict[str, int]:
+    """Split candidate JSON files into a corpus store, all queries (`queries.tsv`), and per
+    file `runs/<stem>.run` and `queries/<stem>.tsv`.
+
+    The store holds the candidates' passages (their union), or with `corpus` (a file or
+    `irds:` id) that whole corpus; then a candidate missing from it is an InputError and
+    candidates whose text differs from the corpus's are counted (`text_differs`) and logged:
+    the corpus text is the one kept.
+    """
     queries: dict[str, str] = {}
     passages = {}
     counts = {"runs": 0, "hits": 0}
@@ -39,12 +54,47 @@ def ingest_candidates(paths: list[Path], out_dir: Path, tag: str = "bm25") -> di
         write_queries(candidates.queries, out_dir / "queries" / f"{path.stem}.tsv")
         counts["runs"] += 1
         counts["hits"] += len(candidates.run)
-    build_corpus_store(
-        ((i, p) for i, p in enumerate(passages.values(), start=1)), out_dir / "corpus", source=",".join(map(str, paths))
-    )
+    if corpus is None:
+        source = ",".join(map(str, paths))
+        build_corpus_store(
+            ((i, p) for i, p in enumerate(passages.values(), start=1)), out_dir / "corpus", source=source
+        )
+        counts["text_differs"] = 0
+    else:
+        counts["text_differs"] = _check_candidates_in_corpus(corpus, passages, out_dir / "corpus", paths)
     write_queries(queries, out_dir / "queries.tsv")
-    counts.update(passages=len(passages), queries=len(queries))
+    counts.update(passages=len(passages), queries=len(queries), corpus=len(CorpusStore(out_dir / "corpus")))
     return counts
+
+
+def _check_candidates_in_corpus(corpus: str | Path, passages: dict, store_dir: Path, paths: list[Path]) -> int:
+    """Build the store from `corpus`; every candidate must be in it. Returns how many texts differ."""
+    store = build_corpus_store(load_passages(corpus), store_dir, source=str(corpus))
+    doc_ids = list(passages)
+    missing = store.missing(doc_ids)
+    if missing:
+        raise InputError(
+            paths[0] if len(paths) == 1 else ", ".join(map(str, paths)),
+            None,
+            f"{len(missing)} candidate passages are not in the corpus {corpus} (first: {missing[:5]})",
+        )
+    differs = [p.doc_id for p, q in zip(store.passages(doc_ids), passages.values(), strict=True) if p.text != q.text]
+    if differs:
+        log.warning(
+            "%d candidate passages have another text in %s (the corpus text is kept): %s",
+            len(differs),
+            corpus,
+            ", ".join(differs[:5]),
+        )
+    return len(differs)
+
+
+def sample_queries(queries: dict[str, str], n: int, seed: int = 0) -> dict[str, str]:
+    """n queries drawn without replacement (seeded), kept in their original order; n <= 0 or >= len: all."""
+    if n <= 0 or n >= len(queries):
+        return dict(queries)
+    keep = set(random.Random(seed).sample(sorted(queries), n))
+    return {qid: text for qid, text in queries.items() if qid in keep}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,10 +107,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q = sub.add_parser("queries", help="write queries as TSV")
     q.add_argument("source", help="TSV/JSONL query file or irds:<dataset id>")
     q.add_argument("--out", type=Path, required=True)
+    q.add_argument("--sample", type=int, default=0, help="keep this many queries, drawn at random (default 0: all)")
+    q.add_argument("--seed", type=int, default=0, help="seed of --sample (default 0)")
     q.set_defaults(func=_queries)
     r = sub.add_parser("qrels", help="write qrels")
     r.add_argument("source", help="qrels file or irds:<dataset id>")
     r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--queries", type=Path, help="keep only the judgments of the queries in this TSV")
     r.set_defaults(func=_qrels)
     j = sub.add_parser(
         "candidates", help="rank_llm candidate JSON -> corpus store, queries.tsv, runs/<name>.run, queries/<name>.tsv"
@@ -68,6 +121,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     j.add_argument("sources", nargs="+", type=Path)
     j.add_argument("--out", type=Path, required=True, help="output directory")
     j.add_argument("--tag", default="bm25", help="run tag (the first stage that produced the candidates)")
+    j.add_argument(
+        "--corpus",
+        default="candidates",
+        help="corpus of the store: 'candidates' (their passages, default) or a corpus file or irds:<id>",
+    )
     j.set_defaults(func=_candidates)
 
 
@@ -78,16 +136,20 @@ def _corpus(args: argparse.Namespace) -> None:
 
 def _queries(args: argparse.Namespace) -> None:
     queries = load_queries(args.source)
-    write_queries(queries, args.out)
-    log.info("%d queries -> %s", len(queries), args.out)
+    kept = sample_queries(queries, args.sample, args.seed)
+    write_queries(kept, args.out)
+    log.info("%d of %d queries -> %s", len(kept), len(queries), args.out)
 
 
 def _qrels(args: argparse.Namespace) -> None:
     qrels = load_qrels(args.source)
+    if args.queries is not None:
+        qrels = qrels[qrels["qid"].isin(set(read_queries(args.queries)))]
     write_qrels(qrels, args.out)
     log.info("%d judgments for %d queries -> %s", len(qrels), qrels["qid"].nunique(), args.out)
 
 
 def _candidates(args: argparse.Namespace) -> None:
-    counts = ingest_candidates(args.sources, args.out, tag=args.tag)
+    corpus = None if args.corpus == "candidates" else args.corpus
+    counts = ingest_candidates(args.sources, args.out, tag=args.tag, corpus=corpus)
     log.info("candidates -> %s: %s", args.out, counts)

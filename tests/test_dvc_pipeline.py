@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -63,18 +64,27 @@ def test_a_teacher_param_reruns_exactly_the_downstream_stages(workspace: Path):
         "teacher_train",
         "dataset",
         "student_distill",
-        "student_rerank@dl19",
-        "student_rerank@dl20",
+        *(f"student_rerank@{engine}-{s}" for engine in ("bm25", "colbert") for s in ("dl19", "dl20")),
         "evaluate@teacher-dl19",
         "evaluate@teacher-dl20",
-        "evaluate@student-dl19",
-        "evaluate@student-dl20",
+        *(f"evaluate@student-{engine}-{s}" for engine in ("bm25", "colbert") for s in ("dl19", "dl20")),
+        "report",
     }
     # the old reply logs were moved aside, not lost
     assert list((workspace / "data" / "teacher").glob("train.run.log.jsonl.stale-*"))
 
 
-def test_metrics_show_every_stage(workspace: Path):
+def test_metrics_and_plots_show_every_stage(workspace: Path):
     table = dvc(workspace, "metrics", "show")
-    for name in ("bm25-pool-dl19", "teacher-dl19", "teacher-dl20", "student-dl19", "student-dl20"):
-        assert f"data/metrics/{name}.json" in table
+    for engine in ("bm25", "colbert"):
+        for eval_set in ("dl19", "dl20"):
+            for name in (f"{engine}-{eval_set}", f"student-{engine}-{eval_set}", f"teacher-{eval_set}"):
+                assert f"data/metrics/{name}.json" in table
+    ndcg = pd.read_csv(workspace / "data" / "plots" / "ndcg.csv")
+    assert len(ndcg) == 12 and set(ndcg["set"]) == {"dl19", "dl20"}
+    assert ndcg["nDCG@10"].between(0, 1).all()
+    agreement = pd.read_csv(workspace / "data" / "plots" / "agreement.csv", dtype={"qid": str})
+    assert agreement.groupby("set").size().to_dict() == {"dl19": 4, "dl20": 4, "train": 8}
+    assert agreement["kendall_tau"].between(-1, 1).all()
+    shown = dvc(workspace, "plots", "show", "--json")
+    assert "data/plots/ndcg.csv" in shown and "data/plots/agreement.csv" in shown

@@ -8,4 +8,9 @@ candidates`, another toolkit) is a first stage too. Each engine is one module he
 `distillm retrieve ENGINE`.
 
 - `bm25`: BM25 with Pyserini (Anserini on Lucene); `java` sets up its Java runtime.
+- `colbert`: ColBERTv2 with colbert-ai's PLAID engine; `colbert_ai` makes colbert-ai work
+  beside vLLM (transformers 5, compiled extensions); `colbert_checkpoint` resolves
+  checkpoints and builds the offline MiniLM one.
+- `runs`: what every `distillm retrieve ENGINE` does around its engine (queries in, run
+  and stats out).
 """

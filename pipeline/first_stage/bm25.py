@@ -33,13 +33,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
-import numpy as np
 import pandas as pd
 
 from pipeline.errors import InputError
 from pipeline.first_stage.java import runtime_versions, start_jvm
+from pipeline.first_stage.runs import retrieve_to_files
 from pipeline.io.corpus import CorpusStore
-from pipeline.schemas import RUN_COLUMNS
+from pipeline.io.trec import run_frame
 
 log = logging.getLogger(__name__)
 
@@ -295,17 +295,7 @@ def retrieve(
             len(empty_after_analysis),
             ", ".join(no_hits[:10]) + (" ..." if len(no_hits) > 10 else ""),
         )
-    run = pd.DataFrame(
-        {
-            "qid": pd.Series(qids, dtype=object),  # object, as read_trec_run gives
-            "doc_id": pd.Series(doc_ids, dtype=object),
-            "rank": np.asarray(ranks, dtype=np.int64),
-            "score": np.asarray(scores, dtype=np.float64),
-            "tag": pd.Series([tag] * len(qids), dtype=object),
-            "line": np.full(len(qids), -1, dtype=np.int64),
-        },
-        columns=list(RUN_COLUMNS),
-    )
+    run = run_frame(qids, doc_ids, ranks, scores, tag)
     stats = {
         "queries": len(queries),
         "k": k,
@@ -396,12 +386,6 @@ def read_provenance(index_dir: str | Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def stats_path(run_path: str | Path) -> Path:
-    """Where the stats of a run go: RUN.stats.json beside RUN."""
-    run_path = Path(run_path)
-    return run_path.with_name(run_path.name + ".stats.json")
-
-
 # ---------------------------------------------------------------------------- command line
 
 
@@ -440,31 +424,16 @@ def _index_main(args: argparse.Namespace) -> None:
 
 
 def _retrieve_main(args: argparse.Namespace) -> None:
-    from pipeline.io.sources import load_queries
-    from pipeline.io.trec import write_trec_run
+    def search(queries: dict[str, str]):
+        return retrieve(
+            args.index,
+            queries,
+            k=args.k,
+            k1=args.k1,
+            b=args.b,
+            threads=args.threads,
+            tag=args.tag,
+            batch_size=args.batch_size,
+        )
 
-    queries = load_queries(args.queries)
-    if not queries:
-        raise InputError(args.queries, None, "no queries")
-    run, stats = retrieve(
-        args.index,
-        queries,
-        k=args.k,
-        k1=args.k1,
-        b=args.b,
-        threads=args.threads,
-        tag=args.tag,
-        batch_size=args.batch_size,
-    )
-    write_trec_run(run, args.out)
-    stats = {"run": str(args.out), "queries_source": str(args.queries), **stats}
-    stats_path(args.out).write_text(json.dumps(stats, indent=2) + "\n")
-    log.info(
-        "%s: %d queries, %d hits, %.1f queries/s (%d with fewer than %d hits)",
-        args.out,
-        stats["queries"],
-        stats["hits"],
-        stats["queries_per_second"] or 0.0,
-        stats["queries_with_fewer_than_k_hits"],
-        args.k,
-    )
+    retrieve_to_files(args.queries, args.out, args.k, search)

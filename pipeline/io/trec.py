@@ -78,6 +78,21 @@ def ranked_lists(run: pd.DataFrame) -> dict[str, list[str]]:
     return lists
 
 
+def run_frame(qids: list[str], doc_ids: list[str], ranks: list[int], scores: list[float], tag: str) -> pd.DataFrame:
+    """A run frame (RUN_COLUMNS, dtypes as `read_trec_run` gives) from parallel columns; line -1 (not read from a file)."""
+    return pd.DataFrame(
+        {
+            "qid": pd.Series(qids, dtype=object),
+            "doc_id": pd.Series(doc_ids, dtype=object),
+            "rank": np.asarray(ranks, dtype=np.int64),
+            "score": np.asarray(scores, dtype=np.float64),
+            "tag": pd.Series([tag] * len(qids), dtype=object),
+            "line": np.full(len(qids), -1, dtype=np.int64),
+        },
+        columns=list(RUN_COLUMNS),
+    )
+
+
 def run_from_lists(lists: dict[str, list[str]], tag: str) -> pd.DataFrame:
     """A run frame from ranked doc-id lists: rank 1.., score n - rank + 1 (strictly decreasing)."""
     rows = [

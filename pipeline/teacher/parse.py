@@ -42,8 +42,13 @@ class ParsedPermutation:
         return not self.repairs
 
 
+_ASCII_DIGIT_RUNS = re.compile(r"[0-9]+")
+
+
 def _digit_runs(text: str) -> list[str]:
     """Maximal runs of digits, with Unicode digit look-alikes read as ASCII digits."""
+    if text.isascii():  # NFKC leaves ASCII as it is, and its only digits are 0-9
+        return _ASCII_DIGIT_RUNS.findall(text)
     chars = []
     for c in unicodedata.normalize("NFKC", text):
         value = unicodedata.digit(c, None) if c.isdigit() else None

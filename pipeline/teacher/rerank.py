@@ -83,8 +83,9 @@ class PromptRenderer:
             self.tokenizer = AutoTokenizer.from_pretrained(tokenizer)
         self._cache: tuple[str, str, list[int]] | None = None
 
-    def render(self, messages: list[dict[str, str]]) -> tuple[str, list[int]]:
-        key = json.dumps(messages, ensure_ascii=False)
+    def render(self, messages: list[dict[str, str]], key: str | None = None) -> tuple[str, list[int]]:
+        """(prompt text, token ids); `key` is `messages_json(messages)` when the caller has it already."""
+        key = messages_json(messages) if key is None else key
         if self._cache and self._cache[0] == key:
             return self._cache[1], self._cache[2]
         if self.tokenizer is None:
@@ -114,8 +115,14 @@ def permutation_regex(n: int) -> str:
     return ident + f"(?: > {ident}){{{n - 1}}}" if n > 1 else ident
 
 
-def messages_sha256(messages: list[dict[str, str]]) -> str:
-    return hashlib.sha256(json.dumps(messages, ensure_ascii=False).encode()).hexdigest()
+def messages_json(messages: list[dict[str, str]]) -> str:
+    """The messages as the JSON text that is hashed (prompt_sha256) and, with no tokenizer, sent."""
+    return json.dumps(messages, ensure_ascii=False)
+
+
+def messages_sha256(messages: list[dict[str, str]], key: str | None = None) -> str:
+    key = messages_json(messages) if key is None else key
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 @dataclass
@@ -293,8 +300,9 @@ class Teacher:
         except PromptOverflow as e:
             log.warning("query %s window %d: %s; its order is kept", state.qid, window.index, e)
             return None, {"prompt_sha256": None, "words_per_passage": None, "prompt_tokens": 0, "overflow": str(e)}
-        text, ids = self.renderer.render(messages)
-        sha = messages_sha256(messages)
+        key = messages_json(messages)
+        text, ids = self.renderer.render(messages, key)
+        sha = messages_sha256(messages, key)
         info = {"prompt_sha256": sha, "words_per_passage": words, "prompt_tokens": len(ids)}
         regex = permutation_regex(n) if s.constrained else None
         key = f"{state.qid}\t{window.index}"

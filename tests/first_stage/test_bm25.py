@@ -25,6 +25,7 @@ import pytest
 from pipeline.errors import InputError
 from pipeline.evaluate import evaluate
 from pipeline.first_stage import bm25
+from pipeline.first_stage.runs import stats_path
 from pipeline.io.queries import read_queries
 from pipeline.io.trec import ranked_lists, read_qrels, read_trec_run, write_trec_run
 
@@ -237,7 +238,7 @@ def test_cli_ingest_index_retrieve_with_titles(tmp_path: Path) -> None:
     assert lists["q1"] == ["d1"]  # the title is indexed
     assert sorted(lists["q2"]) == ["d1", "d3"]
     assert "q3" not in lists
-    stats = json.loads(bm25.stats_path(run_path).read_text())
+    stats = json.loads(stats_path(run_path).read_text())
     assert stats["queries"] == 3
     assert stats["queries_with_fewer_than_k_hits"] == 3
     assert stats["qids_empty_after_analysis"] == ["q3"]

@@ -1,0 +1,127 @@
+"""Plot data for `dvc plots`: nDCG@10 of every stage, and how much the teacher reorders the first stage.
+
+    distillm report ndcg data/metrics/*.json --out data/plots/ndcg.csv
+    distillm report agreement --pair dl19 TEACHER.run FIRST_STAGE.run [--pair ...] --out data/plots/agreement.csv
+
+`ndcg` turns the JSON files of `distillm evaluate --json` (named `<stage>-<set>.json`) into
+one row per file: stage, set, nDCG@10, queries. `agreement` compares each query's teacher
+ranking with the first-stage ranking it re-ranked, over the documents the teacher ranked:
+Kendall's tau (1: order kept, -1: reversed) and the overlap of the two top-10s. A teacher
+that barely moves the first stage teaches little; a random one scores tau near 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import InputError
+from pipeline.io.trec import ranked_lists, read_trec_run
+
+log = logging.getLogger(__name__)
+
+NDCG = "nDCG@10"
+
+
+def ndcg_table(paths: list[Path]) -> pd.DataFrame:
+    """One row per metrics file `<stage>-<set>.json`: stage, set, nDCG@10, queries (sorted by set, then stage)."""
+    rows = []
+    for path in paths:
+        try:
+            record = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as e:
+            raise InputError(path, None, f"cannot read metrics JSON: {e}") from None
+        if NDCG not in record:
+            raise InputError(path, None, f"no {NDCG} in this metrics file (run `distillm evaluate -m {NDCG} --json`)")
+        stage, _, eval_set = Path(path).stem.rpartition("-")
+        rows.append({"stage": stage or eval_set, "set": eval_set, NDCG: record[NDCG], "queries": record.get("queries")})
+    return pd.DataFrame(rows, columns=["stage", "set", NDCG, "queries"]).sort_values(
+        ["set", "stage"], ignore_index=True
+    )
+
+
+def kendall_tau(order: list[str], reference: list[str]) -> float:
+    """Kendall's tau-a between two orderings of the same items (1.0 for fewer than 2 items)."""
+    if set(order) != set(reference) or len(order) != len(reference):
+        raise ValueError("kendall_tau needs two orderings of the same items")
+    n = len(order)
+    if n < 2:
+        return 1.0
+    position = {doc: i for i, doc in enumerate(reference)}
+    ranks = np.array([position[doc] for doc in order])
+    upper = np.triu(np.ones((n, n), dtype=bool), k=1)
+    concordant = (ranks[None, :] > ranks[:, None])[upper].sum()
+    return float(2.0 * concordant / (n * (n - 1) / 2) - 1.0)
+
+
+def agreement_table(pairs: list[tuple[str, Path, Path]]) -> pd.DataFrame:
+    """Per (set, query): Kendall's tau between the teacher's order and the first stage's order of the
+    documents the teacher ranked, and the overlap of their top-10s."""
+    rows = []
+    for name, teacher_path, first_stage_path in pairs:
+        teacher, first = ranked_lists(read_trec_run(teacher_path)), ranked_lists(read_trec_run(first_stage_path))
+        for qid, docs in teacher.items():
+            if qid not in first:
+                raise InputError(first_stage_path, None, f"query {qid!r} of {teacher_path} is not in this run")
+            ranked = set(docs)
+            reference = [doc for doc in first[qid] if doc in ranked]
+            if len(reference) != len(docs):
+                raise InputError(
+                    teacher_path, None, f"query {qid!r}: the teacher ranked documents {first_stage_path} does not hold"
+                )
+            rows.append(
+                {
+                    "set": name,
+                    "qid": qid,
+                    "query": f"{name}:{qid}",
+                    "documents": len(docs),
+                    "kendall_tau": round(kendall_tau(docs, reference), 6),
+                    "top10_overlap": len(set(docs[:10]) & set(first[qid][:10])) / min(10, len(docs)),
+                }
+            )
+    return pd.DataFrame(rows, columns=["set", "qid", "query", "documents", "kendall_tau", "top10_overlap"])
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("report", help="plot data for `dvc plots` (nDCG per stage, teacher agreement)")
+    sub = p.add_subparsers(dest="what", required=True, metavar="WHAT")
+    n = sub.add_parser("ndcg", help="metrics JSON files -> one CSV row per stage and set")
+    n.add_argument(
+        "metrics", nargs="+", type=Path, help="files of `distillm evaluate --json`, named <stage>-<set>.json"
+    )
+    n.add_argument("--out", type=Path, required=True)
+    n.set_defaults(func=_ndcg)
+    a = sub.add_parser("agreement", help="teacher vs first stage, per query: Kendall's tau and top-10 overlap")
+    a.add_argument(
+        "--pair",
+        nargs=3,
+        action="append",
+        required=True,
+        metavar=("NAME", "TEACHER_RUN", "FIRST_STAGE_RUN"),
+        help="a teacher run and the first-stage run it re-ranked (repeatable)",
+    )
+    a.add_argument("--out", type=Path, required=True)
+    a.set_defaults(func=_agreement)
+
+
+def _write(frame: pd.DataFrame, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False, float_format="%.6f")
+
+
+def _ndcg(args: argparse.Namespace) -> None:
+    table = ndcg_table(args.metrics)
+    _write(table, args.out)
+    log.info("%d stages -> %s", len(table), args.out)
+
+
+def _agreement(args: argparse.Namespace) -> None:
+    table = agreement_table([(name, Path(t), Path(f)) for name, t, f in args.pair])
+    _write(table, args.out)
+    summary = table.groupby("set")[["kendall_tau", "top10_overlap"]].mean().round(4).to_dict("index")
+    log.info("teacher vs first stage (mean per set): %s -> %s", summary, args.out)
