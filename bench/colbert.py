@@ -15,7 +15,11 @@ so its passages/s are an upper bound for the real model on the same machine. In 
   embeddings, every passage) found in PLAID's top-100, over the queries whose candidates
   make up the pool (97 or 43) and over all 243 topics (most DL20 topics have no candidates
   in the pool: their top-10s are flat lists of off-topic passages, much harder to keep);
-- nDCG@10 of the PLAID run over the pool (for information: a weak encoder).
+- nDCG@10 of the PLAID run over the pool (for information: a weak encoder);
+- the reference, colbert-ai used directly in the same process: `Searcher.search` per query
+  on the same index with the same settings (time ratio, and whether the hits are the same),
+  and with `--reference-index` a plain `Indexer.index` of the same passages (which encodes
+  them twice; time ratio, and whether the index files are identical).
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
 
 # Run as a script, this file's folder is sys.path[0], and this file would shadow colbert-ai's `colbert`.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
@@ -55,6 +62,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the CI machines have 2 cores)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "colbert_cpu.json")
+    parser.add_argument(
+        "--reference-index", action="store_true", help="also index with plain colbert-ai (doubles the indexing time)"
+    )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -104,6 +114,8 @@ def main() -> None:
             loop_seconds.append(stats["seconds"])
             runs.append(run)
         deterministic = all(r.equals(runs[0]) for r in runs[1:])
+        reference_s, same_hits = reference_search(index, checkpoint, queries, count, runs[0])
+        reference_index = reference_indexing(corpus, checkpoint, index, tmp) if args.reference_index else None
 
         started = time.perf_counter()
         exhaustive = colbert.exhaustive_search(checkpoint, corpus, queries, k=10)
@@ -158,6 +170,12 @@ def main() -> None:
             "exhaustive_seconds": round(exhaustive_s, 1),
         },
         "ndcg@10_over_pool": ndcg,
+        "reference_colbert_ai": {
+            "search_loop_seconds": round(reference_s, 3),
+            "ratio_ours_to_reference_search": round(loop_s / reference_s, 3),
+            "same_hits": same_hits,
+            "indexing": reference_index,
+        },
         "gpu": "not measured: no device this session",
         "machine": {
             "nproc": os.cpu_count(),
@@ -177,13 +195,87 @@ def main() -> None:
         ("  the same over all topics", "", f"{recall_all:.4f} ({len(queries)} queries)"),
         ("nDCG@10 over the pool", "", ", ".join(f"{y} {v:.4f}" for y, v in ndcg.items())),
         ("deterministic searches", "", str(deterministic)),
+        ("colbert-ai Searcher.search loop", f"{reference_s:.2f} s", f"ratio ours/reference {loop_s / reference_s:.3f}"),
+        ("  same hits as ours", "", str(same_hits)),
     ]
+    if reference_index:
+        rows.append(
+            (
+                "colbert-ai Indexer.index",
+                f"{reference_index['seconds']:.1f} s",
+                f"ratio ours/reference {index_s / reference_index['seconds']:.3f}, "
+                f"identical index: {reference_index['identical_index']}",
+            )
+        )
     print(f"ColBERT/PLAID on {count:,} DL candidate passages, {len(queries)} queries, k={K}, {args.threads} threads")
     for name, seconds, rate in rows:
         print(f"  {name:<36} {seconds:>9}  {rate}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"-> {args.out}")
+
+
+def reference_search(
+    index: Path, checkpoint: Path, queries: dict[str, str], count: int, ours: pd.DataFrame
+) -> tuple[float, bool]:
+    """colbert-ai's own `Searcher.search`, query by query, on our index with our settings:
+    seconds of the loop, and whether every query gets the same passages as in our run."""
+    from colbert import Searcher
+    from colbert.data import Collection
+    from colbert.infra import ColBERTConfig, Run, RunConfig
+
+    from pipeline.first_stage import colbert
+    from pipeline.io.trec import ranked_lists
+
+    config = ColBERTConfig(
+        ncells=colbert.NCELLS, centroid_score_threshold=colbert.CENTROID_SCORE_THRESHOLD, ndocs=colbert.NDOCS
+    )
+    with Run().context(RunConfig(nranks=1, avoid_fork_if_possible=True)):
+        searcher = Searcher(
+            index=index.name,
+            index_root=str(index.parent),
+            checkpoint=str(checkpoint),
+            collection=Collection(path=str(index / colbert.DOC_IDS), data=[""] * count),
+            config=config,
+            verbose=0,
+        )
+    started = time.perf_counter()
+    hits = {qid: searcher.search(text, k=K) for qid, text in queries.items()}
+    seconds = time.perf_counter() - started
+    doc_ids = np.load(index / colbert.DOC_IDS)
+    ours_lists = ranked_lists(ours)
+    same = all(
+        sorted(bytes(doc_ids[pid]).decode() for pid in pids) == sorted(ours_lists.get(qid, []))
+        for qid, (pids, _, _) in hits.items()
+    )
+    return seconds, same
+
+
+def reference_indexing(corpus: Path, checkpoint: Path, ours: Path, tmp: Path) -> dict:
+    """A plain colbert-ai `Indexer.index` of the same passages (a Python list), same settings."""
+    import torch
+    from colbert import Indexer
+    from colbert.infra import ColBERTConfig, Run, RunConfig
+
+    from pipeline.first_stage import colbert
+    from pipeline.io.corpus import CorpusStore
+
+    texts = list(colbert._StorePassages(CorpusStore(corpus)))
+    config = ColBERTConfig(nbits=colbert.NBITS, doc_maxlen=colbert.DOC_MAXLEN, kmeans_niters=colbert.KMEANS_NITERS)
+    started = time.perf_counter()
+    with Run().context(RunConfig(nranks=1, avoid_fork_if_possible=True, index_root=str(tmp), root=str(tmp))):
+        Indexer(checkpoint=str(checkpoint), config=config, verbose=0).index(name="reference", collection=texts)
+    seconds = time.perf_counter() - started
+    identical = True
+    for name in ("centroids.pt", "buckets.pt", "avg_residual.pt", "0.codes.pt", "0.residuals.pt", "ivf.pid.pt"):
+        a, b = torch.load(ours / name), torch.load(tmp / "reference" / name)
+        a, b = (x if isinstance(x, tuple | list) else [x] for x in (a, b))
+        identical &= len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    return {
+        "seconds": round(seconds, 1),
+        "passages_per_second": round(len(texts) / seconds, 1),
+        "identical_index": identical,
+    }
 
 
 if __name__ == "__main__":
