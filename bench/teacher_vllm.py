@@ -12,6 +12,11 @@ The tiny random Mistral with RankZephyr's real tokenizer re-ranks the DL19 BM25 
 Prefix caching is off so that a repeated prompt is not served from the cache.
 
     .venv/bin/python bench/teacher_vllm.py [--queries N]   # table + bench/results/teacher_vllm_cpu.json
+
+`--ranker DIR` uses the tiny Mistral of `bench/tiny_ranker.py` (built into DIR first if
+absent, a few minutes), which replies with ~well-formed permutations as a real teacher
+does, instead of the random one (whose replies never settle a window's head, so that
+early submission never happens): results in `teacher_vllm_cpu_ranker.json`.
 """
 
 from __future__ import annotations
@@ -43,42 +48,59 @@ def main() -> None:
     from pipeline.teacher.backends.vllm_engine import VLLMBackend
     from pipeline.teacher.prompts import fit_messages, load_prompt
     from pipeline.teacher.reply_log import read_reply_log
-    from pipeline.teacher.rerank import PromptRenderer, Teacher, TeacherSettings, versions
+    from pipeline.teacher.rerank import PromptRenderer, Teacher, TeacherSettings, permutation_regex, versions
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--queries", type=int, default=43)
+    parser.add_argument(
+        "--constrained", action="store_true", help="regex-constrained decoding on both paths: well-formed replies"
+    )
+    parser.add_argument("--ranker", type=Path, help="use (and build if absent) the tiny ranker in this folder")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-vllm-"))
     ingest_candidates([SHARED / "data" / "trec-dl" / "retrieve_results_dl19.json"], work)
     lists = dict(list(ranked_lists(read_trec_run(work / "runs" / "retrieve_results_dl19.run")).items())[: args.queries])
     queries = read_queries(work / "queries.tsv")
     corpus = CorpusStore(work / "corpus")
-    model = build_tiny_mistral(work / "tiny-mistral")
+    if args.ranker:
+        from bench.tiny_ranker import build_tiny_ranker
+
+        model = build_tiny_ranker(args.ranker.resolve(), SHARED)
+        model_name = "tiny Mistral (2 layers, hidden 128) trained to answer the first-stage order"
+    else:
+        model = build_tiny_mistral(work / "tiny-mistral")
+        model_name = "tiny random Mistral (2 layers, hidden 128), RankZephyr tokenizer"
     renderer = PromptRenderer(str(model))
-    settings = TeacherSettings(model=str(model))
+    settings = TeacherSettings(model=str(model), constrained=args.constrained)
     template = load_prompt(settings.prompt)
     backend = VLLMBackend(str(model), dtype="float32", engine_args={"enable_prefix_caching": False})
-    max_tokens = renderer.permutation_tokens(20)
+    max_tokens = Teacher(backend, renderer, settings, template, corpus).reply_tokens(20)
+    extra = {}
+    if args.constrained:
+        from vllm.sampling_params import StructuredOutputsParams
 
-    def ours(tag: str) -> tuple[float, list[dict]]:
-        teacher = Teacher(backend, renderer, settings, template, corpus)
+        extra["structured_outputs"] = StructuredOutputsParams(regex=permutation_regex(20))
+
+    def ours(tag: str, early: bool = True) -> tuple[float, list[dict], Teacher]:
+        teacher = Teacher(backend, renderer, settings, template, corpus, early=early)
         log_path = work / f"{tag}.jsonl"
         start = time.perf_counter()
         teacher.run(lists, queries, log_path, progress=False)
-        return time.perf_counter() - start, [r for _, r in read_reply_log(log_path)]
+        return time.perf_counter() - start, [r for _, r in read_reply_log(log_path)], teacher
 
-    def generate(prompts: list[list[int]]) -> float:
+    def generate(prompts: list[list[int]]) -> tuple[float, list[str]]:
         start = time.perf_counter()
-        backend.llm.generate(
+        outputs = backend.llm.generate(
             [TokensPrompt(prompt_token_ids=p) for p in prompts],
-            SamplingParams(temperature=0.0, max_tokens=max_tokens),
+            SamplingParams(temperature=0.0, max_tokens=max_tokens, **extra),
             use_tqdm=False,
         )
-        return time.perf_counter() - start
+        return time.perf_counter() - start, [o.outputs[0].text for o in outputs]
 
     generate([[1, 2, 3]] * 4)  # warm-up
-    seconds_ours, records = ours("run1")
+    seconds_ours, records, teacher = ours("early-1")
     prompts_by_round: dict[int, list[list[int]]] = {}
+    replies_by_round: dict[int, list[str]] = {}
     for r in records:
         passages = [(p.text, p.title) for p in corpus.passages(r["doc_ids"])]
         messages, _, _ = fit_messages(
@@ -90,42 +112,69 @@ def main() -> None:
             settings.max_words,
         )
         prompts_by_round.setdefault(r["window"], []).append(renderer.render(messages)[1])
+        replies_by_round.setdefault(r["window"], []).append(r["reply"])
     all_prompts = [p for w in sorted(prompts_by_round) for p in prompts_by_round[w]]
-    seconds_generate = generate(all_prompts)
-    seconds_lockstep = sum(generate(prompts_by_round[w]) for w in sorted(prompts_by_round))
-    seconds_ours_2, _ = ours("run2")
-    best_ours = min(seconds_ours, seconds_ours_2)
+    our_replies = [t for w in sorted(replies_by_round) for t in replies_by_round[w]]
+    seconds_generate, generate_replies = generate(all_prompts)
+    # same prompts, greedy: the replies should be the same text (batch composition can
+    # still flip a near-tie in float arithmetic)
+    same_replies = sum(a == b for a, b in zip(our_replies, generate_replies, strict=True))
+    seconds_lockstep = sum(generate(prompts_by_round[w])[0] for w in sorted(prompts_by_round))
+    seconds_plain, plain_records, _ = ours("plain-1", early=False)
+    seconds_ours_2, _, _ = ours("early-2")
+    seconds_plain_2, _, _ = ours("plain-2", early=False)
+    if _comparable(records) != _comparable(plain_records):
+        raise SystemExit("early submission changed the reply log: a bug")
+    best_ours, best_plain = min(seconds_ours, seconds_ours_2), min(seconds_plain, seconds_plain_2)
     prompt_tokens = sum(len(p) for p in all_prompts)
     completion_tokens = sum(r["completion_tokens"] for r in records)
     rows = {
         "ours (Teacher.run, vllm backend)": best_ours,
+        "ours without early submission": best_plain,
         "LLM.generate, all windows at once": seconds_generate,
         "LLM.generate, lock-step rounds": seconds_lockstep,
     }
     print(f"{len(records)} windows, {prompt_tokens} prompt tokens, {completion_tokens} generated tokens")
+    print(f"windows submitted early: {teacher.tally.early}, redone: {teacher.tally.early_redone}")
+    print(f"replies identical to LLM.generate's: {same_replies}/{len(records)}")
     print(f"{'path':36} {'seconds':>8} {'windows/s':>10} {'ratio':>6}")
     for name, s in rows.items():
         print(f"{name:36} {s:>8.2f} {len(records) / s:>10.2f} {s / seconds_generate:>6.3f}")
     result = {
         "benchmark": "teacher_vllm",
         "device": "cpu",
-        "model": "tiny random Mistral (2 layers, hidden 128), RankZephyr tokenizer",
+        "model": model_name,
+        "decoding": "regex-constrained (both paths)" if args.constrained else "free",
         "windows": len(records),
         "queries": len(lists),
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
+        "windows_submitted_early": teacher.tally.early,
+        "early_windows_redone": teacher.tally.early_redone,
+        "replies_identical_to_generate": same_replies,
         "seconds": {k: round(v, 3) for k, v in rows.items()},
         "ours_runs_seconds": [round(seconds_ours, 3), round(seconds_ours_2, 3)],
+        "plain_runs_seconds": [round(seconds_plain, 3), round(seconds_plain_2, 3)],
         "ratio_ours_to_generate": round(best_ours / seconds_generate, 4),
+        "ratio_plain_to_generate": round(best_plain / seconds_generate, 4),
         "ratio_lockstep_to_generate": round(seconds_lockstep / seconds_generate, 4),
         "goal_ratio": 1.05,
         "versions": versions(),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "date": time.strftime("%Y-%m-%d"),
     }
+    name = "teacher_vllm_cpu" + ("_ranker" if args.ranker else "") + ("_constrained" if args.constrained else "")
+    name += ".json"
     (REPO / "bench" / "results").mkdir(parents=True, exist_ok=True)
-    (REPO / "bench" / "results" / "teacher_vllm_cpu.json").write_text(json.dumps(result, indent=2) + "\n")
+    (REPO / "bench" / "results" / name).write_text(json.dumps(result, indent=2) + "\n")
     backend.close()
+
+
+def _comparable(records: list[dict]) -> list[dict]:
+    """Log records in (query, window) order, without their timings."""
+    return sorted(
+        ({k: v for k, v in r.items() if k != "seconds"} for r in records), key=lambda r: (r["qid"], r["window"])
+    )
 
 
 if __name__ == "__main__":

@@ -89,3 +89,37 @@ def parse_permutation(reply: str, n: int) -> ParsedPermutation:
         n_repeated=repeated,
         n_out_of_range=out_of_range,
     )
+
+
+def settled_head(partial_reply: str, n: int, m: int) -> list[int] | None:
+    """The first `m` entries (0-based) of the permutation the finished reply will give, if
+    the reply so far already fixes them; else None.
+
+    Generation only appends text, so identifiers read so far stay read, except a trailing
+    run of digits (the next token may extend "1" to "12"), which is not counted yet. The one
+    thing appended text can still change is a later `</think>`, which drops everything
+    before it: callers compare with the finished reply's permutation (see
+    `pipeline.teacher.rerank`, which re-submits the next window on a mismatch).
+    """
+    if m <= 0:
+        return []
+    if "</think>" in partial_reply:
+        partial_reply = partial_reply.rsplit("</think>", 1)[1]
+    runs = _digit_runs(partial_reply)
+    if runs and _ends_in_digit(partial_reply):
+        runs.pop()  # may still grow
+    max_digits = len(str(max(n, 1)))
+    head: list[int] = []
+    for run in runs:
+        digits = run.lstrip("0")
+        ident = int(digits) if 0 < len(digits) <= max_digits else 0
+        if 1 <= ident <= n and ident - 1 not in head:
+            head.append(ident - 1)
+            if len(head) == m:
+                return head
+    return None
+
+
+def _ends_in_digit(text: str) -> bool:
+    last = unicodedata.normalize("NFKC", text[-1])
+    return any(c.isdigit() for c in last)

@@ -43,8 +43,8 @@ from pipeline.io.corpus import CorpusStore
 from pipeline.io.sources import load_queries
 from pipeline.io.trec import ranked_lists, read_trec_run, run_from_lists, write_trec_run
 from pipeline.schemas import Passage
-from pipeline.teacher.backends import Backend, Request, open_backend
-from pipeline.teacher.parse import REPAIRS, parse_permutation
+from pipeline.teacher.backends import Backend, Reply, Request, open_backend
+from pipeline.teacher.parse import REPAIRS, parse_permutation, settled_head
 from pipeline.teacher.prompts import PromptOverflow, PromptTemplate, build_messages, fit_messages, load_prompt
 from pipeline.teacher.reply_log import ReplyLogWriter, read_reply_log
 from pipeline.teacher.shards import parse_shard, select_shard
@@ -82,6 +82,7 @@ class PromptRenderer:
 
             self.tokenizer = AutoTokenizer.from_pretrained(tokenizer)
         self._cache: tuple[str, str, list[int]] | None = None
+        self._permutation_tokens: dict[int, int] = {}
 
     def render(self, messages: list[dict[str, str]], key: str | None = None) -> tuple[str, list[int]]:
         """(prompt text, token ids); `key` is `messages_json(messages)` when the caller has it already."""
@@ -103,10 +104,12 @@ class PromptRenderer:
 
     def permutation_tokens(self, n: int) -> int:
         """Tokens of the longest well-formed reply for n passages, plus EOS and one spare."""
-        reply = " > ".join(f"[{i}]" for i in range(n, 0, -1))
         if self.tokenizer is None:
             return 4 * n + 2
-        return len(self.tokenizer(reply, add_special_tokens=False)["input_ids"]) + 2
+        if n not in self._permutation_tokens:
+            reply = " > ".join(f"[{i}]" for i in range(n, 0, -1))
+            self._permutation_tokens[n] = len(self.tokenizer(reply, add_special_tokens=False)["input_ids"]) + 2
+        return self._permutation_tokens[n]
 
 
 def permutation_regex(n: int) -> str:
@@ -134,6 +137,11 @@ class QueryState:
     windows: list[Window]
     done: int = 0  # windows applied so far
     passages: dict[str, Passage] | None = None
+    # the next window, submitted before the current one finished (see Teacher.run):
+    # (key, window, doc ids, info, submitted at), and its reply if that came first
+    ahead: tuple[str, Window, list[str], dict[str, Any], float] | None = None
+    ahead_reply: tuple[Reply, float] | None = None
+    no_early: int = -1  # a window not to submit early after (successor cannot be prompted, reply unsettled)
 
     @property
     def finished(self) -> bool:
@@ -155,6 +163,8 @@ class Tally:
     shrunk: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    early: int = 0  # windows submitted before the window they follow had finished
+    early_redone: int = 0  # ... of which the finished reply disagreed: submitted again
 
     def add(self, record: dict[str, Any], max_words: int) -> None:
         self.windows += 1
@@ -182,11 +192,24 @@ class Tally:
             "windows_with_shrunk_passages": self.shrunk,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "windows_submitted_early": self.early,
+            "early_windows_redone": self.early_redone,
         }
 
 
 class Teacher:
-    """Runs the sliding window for many queries over one backend, logging every window."""
+    """Runs the sliding window for many queries over one backend, logging every window.
+
+    Early submission (`early=True`, backends that stream partial replies): window w+1
+    re-uses the first `overlap` places of window w's order (10 of 20 at stride 10). Those
+    are fixed as soon as w's reply names that many distinct identifiers, half-way through
+    its generation, so w+1 is submitted then instead of when w finishes: each query's
+    chain of windows waits for half the decoding, which is what bounds a run when there
+    are fewer queries than the engine could batch. When w finishes, w+1's doc ids are
+    checked against the ranking w really gives; on any difference (only a later
+    `</think>` can cause one) w+1 is cancelled and submitted again. Replies are logged and
+    applied in window order, so the log, the run and resuming are the same either way.
+    """
 
     def __init__(
         self,
@@ -196,10 +219,12 @@ class Teacher:
         template: PromptTemplate,
         corpus: CorpusStore,
         max_active: int = 512,
+        early: bool = True,
     ):
         self.backend, self.renderer, self.settings, self.template = backend, renderer, settings, template
         self.corpus = corpus
         self.max_active = max_active
+        self.early = early and getattr(backend, "supports_partial", False)
         self.tally = Tally()
 
     def run(self, lists: dict[str, list[str]], queries: dict[str, str], log_path: Path, progress: bool = True):
@@ -252,39 +277,98 @@ class Teacher:
                     advance(state)
                     active.add(state.qid)
 
+            def submit_early(state: QueryState, window: Window, partial: Reply) -> None:
+                """Submit the query's next window if `partial` (text so far) already fixes its doc ids."""
+                if state.ahead or window.index != state.done or state.no_early == state.done:
+                    return  # one early window at a time, and only after a confirmed one
+                following = state.windows[state.done + 1]
+                overlap = following.end - window.start
+                head = settled_head(partial.text, window.size, overlap)
+                if head is None:
+                    # a well-formed reply has named `overlap` identifiers by about this many
+                    # tokens; past half as many again, stop following this one (it may be text)
+                    if partial.completion_tokens > 1.5 * self.reply_tokens(window.size) * overlap / window.size:
+                        state.no_early = state.done
+                        self.backend.stop_partial(partial.key)
+                    return
+                order = head + [i for i in range(window.size) if i not in head]
+                doc_ids = apply_permutation(state.ranking, window, order)[following.start : following.end]
+                request, info = self._request(state, following, doc_ids, quiet=True)
+                if request is None:  # cannot be prompted: recorded in order once `window` is applied
+                    state.no_early = state.done
+                    self.backend.stop_partial(partial.key)
+                    return
+                self.backend.submit(request)
+                self.backend.stop_partial(partial.key)  # the rest of its text is not needed early
+                state.ahead = (request.key, following, doc_ids, info, time.perf_counter())
+                in_flight[request.key] = (state, following, doc_ids, info, state.ahead[4])
+
+            def settle_ahead(state: QueryState) -> bool:
+                """After a window is applied: keep its early successor (True: still in flight)
+                if its doc ids are the right ones, else cancel it."""
+                key, window, doc_ids, info, _ = state.ahead
+                early_reply, state.ahead, state.ahead_reply = state.ahead_reply, None, None
+                if state.ranking[window.start : window.end] != doc_ids:
+                    self.tally.early_redone += 1
+                    log.warning(
+                        "query %s window %d: submitted early on a reply that changed; again", state.qid, window.index
+                    )
+                    if early_reply is None:
+                        self.backend.cancel(key)
+                        del in_flight[key]
+                    return False
+                self.tally.early += 1
+                if early_reply is None:
+                    return True
+                reply, seconds = early_reply
+                self._apply(state, window, doc_ids, info, reply.text, reply.completion_tokens, seconds, writer)
+                bar.update()
+                return False
+
             fill()
             while in_flight:
                 replies = self.backend.poll()
                 if not replies:
                     raise RuntimeError(f"backend {self.backend.name} returned no reply with {len(in_flight)} pending")
                 for reply in replies:
-                    state, window, doc_ids, info, started = in_flight.pop(reply.key)
-                    self._apply(
-                        state,
-                        window,
-                        doc_ids,
-                        info,
-                        reply.text,
-                        reply.completion_tokens,
-                        time.perf_counter() - started,
-                        writer,
-                    )
+                    if reply.key not in in_flight:
+                        continue  # the last output of a cancelled request
+                    state, window, doc_ids, info, started = in_flight[reply.key]
+                    if not reply.finished:
+                        submit_early(state, window, reply)
+                        continue
+                    del in_flight[reply.key]
+                    seconds = time.perf_counter() - started
+                    if state.ahead and state.ahead[0] == reply.key:  # before the window it follows
+                        state.ahead_reply = (reply, seconds)
+                        continue
+                    self._apply(state, window, doc_ids, info, reply.text, reply.completion_tokens, seconds, writer)
                     bar.update()
-                    advance(state)
+                    if not (state.ahead and settle_ahead(state)):
+                        advance(state)
                 fill()
         bar.close()
         return {st.qid: st.ranking + st.tail for st in states}
 
-    def _request(self, state: QueryState, window: Window, doc_ids: list[str]) -> tuple[Request | None, dict]:
+    def reply_tokens(self, n: int) -> int:
+        """max_tokens of a window of n passages."""
         s = self.settings
-        passages = [(state.passages[d].text, state.passages[d].title) for d in doc_ids]
-        n = len(doc_ids)
-        max_tokens = s.max_new_tokens or self.renderer.permutation_tokens(n)
-        if s.constrained and not s.max_new_tokens:
+        if s.max_new_tokens:
+            return s.max_new_tokens
+        if s.constrained:
             # under a regex the model may spell the reply in more, shorter tokens than the
             # tokenizer would, and may repeat its longest identifier n times; every token
             # holds at least one character, so the longest match's length always fits
-            max_tokens = n * (len(str(n)) + 2) + (n - 1) * 3 + 1
+            return n * (len(str(n)) + 2) + (n - 1) * 3 + 1
+        return self.renderer.permutation_tokens(n)
+
+    def _request(
+        self, state: QueryState, window: Window, doc_ids: list[str], quiet: bool = False
+    ) -> tuple[Request | None, dict]:
+        s = self.settings
+        passages = [(state.passages[d].text, state.passages[d].title) for d in doc_ids]
+        n = len(doc_ids)
+        max_tokens = self.reply_tokens(n)
         try:
             if self.renderer.tokenizer is None:
                 messages, words = build_messages(self.template, state.query, passages, s.max_words), s.max_words
@@ -298,7 +382,8 @@ class Teacher:
                     s.max_words,
                 )
         except PromptOverflow as e:
-            log.warning("query %s window %d: %s; its order is kept", state.qid, window.index, e)
+            if not quiet:
+                log.warning("query %s window %d: %s; its order is kept", state.qid, window.index, e)
             return None, {"prompt_sha256": None, "words_per_passage": None, "prompt_tokens": 0, "overflow": str(e)}
         key = messages_json(messages)
         text, ids = self.renderer.render(messages, key)
@@ -306,7 +391,8 @@ class Teacher:
         info = {"prompt_sha256": sha, "words_per_passage": words, "prompt_tokens": len(ids)}
         regex = permutation_regex(n) if s.constrained else None
         key = f"{state.qid}\t{window.index}"
-        return Request(key, text, ids, sha, max_tokens, state.qid, window.index, regex), info
+        partial = self.early and window.index + 1 < len(state.windows)
+        return Request(key, text, ids, sha, max_tokens, state.qid, window.index, regex, partial), info
 
     def _apply(self, state, window, doc_ids, info, reply, completion_tokens, seconds, writer) -> None:
         n = len(doc_ids)
@@ -473,6 +559,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="vllm: extra LLM() argument (JSON value), e.g. tensor_parallel_size=2",
     )
+    p.add_argument(
+        "--no-early",
+        action="store_true",
+        help="vllm: wait for each reply before submitting the next window (same output, for comparisons)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_main)
 
@@ -587,7 +678,7 @@ def _main(args: argparse.Namespace) -> int:
         renderer = PromptRenderer(tokenizer)
         backend = open_backend(args.backend, **_backend_options(args))
         try:
-            teacher = Teacher(backend, renderer, settings, template, corpus)
+            teacher = Teacher(backend, renderer, settings, template, corpus, early=not args.no_early)
             stats = run_to_files(
                 teacher,
                 lists,

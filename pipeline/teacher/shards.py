@@ -38,6 +38,7 @@ _SUMMED = (
     "queries",
     "candidates",
 )
+_SUMMED_IF_PRESENT = ("windows_submitted_early", "early_windows_redone")  # absent from older stats
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -106,6 +107,7 @@ def merge_runs(order: list[str], first_stage: Path, shard_runs: list[Path], out:
                 f.write(json.dumps(records[qid][window], ensure_ascii=False) + "\n")
     tmp.replace(out_log)
     merged: dict[str, Any] = {key: sum(s[key] for _, s in stats_list) for key in _SUMMED}
+    merged |= {key: sum(s.get(key, 0) for _, s in stats_list) for key in _SUMMED_IF_PRESENT}
     merged["repairs"] = {k: sum(s["repairs"][k] for _, s in stats_list) for k in stats_list[0][1]["repairs"]}
     merged["repair_rate"] = merged["windows_repaired"] / merged["windows"] if merged["windows"] else 0.0
     merged["seconds"] = max(s["seconds"] for _, s in stats_list)  # wall time of parallel shards

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.teacher.parse import REPAIRS, parse_permutation
+from pipeline.teacher.parse import REPAIRS, parse_permutation, settled_head
 
 from .test_reference_replay import load_logged_windows
 
@@ -108,3 +108,46 @@ def test_logged_rankvicuna_replies_parse_as_in_rank_llm(year):
     parsed = [parse_permutation(reply, 20) for reply in replies]
     assert [p.order for p in parsed] == [rank_llm_order(reply, 20) for reply in replies]
     assert all(p.ok for p in parsed)  # every logged RankVicuna reply is a clean permutation
+
+
+@pytest.mark.parametrize("year", ["19", "20"])
+def test_the_head_a_partial_reply_settles_is_the_head_of_the_final_permutation(year):
+    """Every prefix of every logged RankVicuna reply: the head it settles (if any) is the
+    final permutation's, and for a clean reply 10 of 20 are settled about half-way."""
+    settled_at = []
+    for _, reply in load_logged_windows(year)[:200]:
+        final = parse_permutation(reply, 20).order
+        first = None
+        for end in range(len(reply) + 1):
+            head = settled_head(reply[:end], 20, 10)
+            assert head is None or head == final[:10], (reply[:end], head)
+            if head is not None and first is None:
+                first = end
+        settled_at.append(first / len(reply))
+    assert max(settled_at) < 0.6  # so the next window can start with ~half the reply to go
+
+
+@pytest.mark.parametrize(
+    ("partial", "m", "head"),
+    [
+        ("", 1, None),
+        ("[1", 1, None),  # "1" may become "12"
+        ("[12", 1, None),
+        ("[12]", 1, [11]),
+        ("[12] > [12] > [3", 2, None),  # a repeat counts once
+        ("[12] > [12] > [3]", 2, [11, 2]),
+        ("[0] > [21] > [2]", 1, [1]),  # out of range: skipped
+        ("[2] > [1]", 0, []),
+        ("\uff3b\uff13\uff3d", 1, [2]),  # fullwidth [3], complete
+        ("[\uff13", 1, None),  # fullwidth 3 at the end may still grow
+        ("I think [5] </think> [2] > [1]", 2, [1, 0]),
+    ],
+)
+def test_settled_head(partial, m, head):
+    assert settled_head(partial, 20, m) == head
+
+
+def test_a_later_think_tag_can_change_a_settled_head():
+    """The one way appended text changes a settled head: the driver checks (test_rerank)."""
+    assert settled_head("[3] > [1]", 3, 1) == [2]
+    assert parse_permutation("[3] > [1] </think> [1] > [2] > [3]", 3).order[:1] == [0]

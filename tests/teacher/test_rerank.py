@@ -19,10 +19,10 @@ def first(lists: dict[str, list[str]], n: int = N_QUERIES) -> dict[str, list[str
     return dict(list(lists.items())[:n])
 
 
-def run_teacher(backend, renderer, dl19, log_path: Path, lists=None, **settings):
+def run_teacher(backend, renderer, dl19, log_path: Path, lists=None, early=True, **settings):
     all_lists, queries, corpus = dl19
     settings = TeacherSettings(model="tiny", **settings)
-    teacher = Teacher(backend, renderer, settings, load_prompt(settings.prompt), corpus)
+    teacher = Teacher(backend, renderer, settings, load_prompt(settings.prompt), corpus, early=early)
     out = teacher.run(lists or first(all_lists), queries, log_path, progress=False)
     return out, teacher.tally, [r for _, r in read_reply_log(log_path)]
 
@@ -64,6 +64,87 @@ def test_constrained_decoding_gives_well_formed_replies(vllm_backend, renderer, 
     import re
 
     assert all(re.fullmatch(permutation_regex(20), r["reply"]) for r in records)
+
+
+def without_timings(records: list[dict]) -> list[dict]:
+    """Log records in (query, window) order without their timings: what must not depend on scheduling."""
+    records = [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+    return sorted(records, key=lambda r: (r["qid"], r["window"]))
+
+
+@pytest.mark.engine
+def test_early_submission_changes_nothing_but_when_windows_start(vllm_backend, renderer, dl19, tmp_path: Path):
+    """Each window's successor is submitted once the reply names the identifiers it carries
+    over; the log and the run are those of waiting for every reply. (The random model's
+    constrained replies name only 2-3 distinct identifiers, so windows of 4 with stride 2,
+    which carry over 2: 9 windows over the top 20.)"""
+    lists = first(dl19[0], 3)
+    kwargs = {"lists": lists, "constrained": True, "depth": 20, "window": 4, "stride": 2}
+    out, tally, records = run_teacher(vllm_backend, renderer, dl19, tmp_path / "early.jsonl", **kwargs)
+    plain_out, plain_tally, plain = run_teacher(
+        vllm_backend, renderer, dl19, tmp_path / "plain.jsonl", early=False, **kwargs
+    )
+    assert out == plain_out and without_timings(records) == without_timings(plain)
+    assert plain_tally.early == 0
+    # a window can go early when its predecessor's reply names 2 distinct identifiers
+    can = sum(r["window"] < 8 and r["n_missing"] <= 2 for r in records)
+    assert 0 < tally.early <= can and tally.early_redone == 0
+    # each query's windows are logged in order, and each once
+    for qid in lists:
+        assert [r["window"] for r in records if r["qid"] == qid] == list(range(9))
+
+
+@pytest.mark.engine
+def test_an_early_window_on_a_wrong_head_is_cancelled_and_redone(
+    vllm_backend, renderer, dl19, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """If the finished reply does not give the doc ids an early window was built on (a
+    later `</think>` could do that), the early window is dropped and submitted again."""
+    from pipeline.teacher import rerank
+
+    kwargs = {"lists": first(dl19[0], 2), "constrained": True, "depth": 20, "window": 4, "stride": 2}
+    plain_out, _, plain = run_teacher(vllm_backend, renderer, dl19, tmp_path / "plain.jsonl", early=False, **kwargs)
+    real = rerank.settled_head
+
+    def wrong_head(partial: str, n: int, m: int) -> list[int] | None:
+        head = real(partial, n, m)
+        return None if head is None else head[::-1]  # the right identifiers, in the wrong order
+
+    monkeypatch.setattr(rerank, "settled_head", wrong_head)
+    out, tally, records = run_teacher(vllm_backend, renderer, dl19, tmp_path / "early.jsonl", **kwargs)
+    assert out == plain_out and without_timings(records) == without_timings(plain)
+    assert tally.early == 0 and tally.early_redone > 0
+
+
+class PartialSpy:
+    """The vLLM backend, noting the longest partial reply it hands out."""
+
+    def __init__(self, backend):
+        self.backend, self.longest_partial = backend, 0
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def poll(self):
+        replies = self.backend.poll()
+        for reply in replies:
+            if not reply.finished:
+                self.longest_partial = max(self.longest_partial, reply.completion_tokens)
+        return replies
+
+
+@pytest.mark.engine
+def test_a_reply_that_does_not_settle_stops_streaming(vllm_backend, renderer, dl19, tmp_path: Path):
+    """The random model's free replies never name the carried-over identifiers: the
+    driver stops following them half again past where a well-formed reply would have."""
+    kwargs = {"lists": first(dl19[0], 2), "depth": 20, "window": 4, "stride": 2}
+    spy = PartialSpy(vllm_backend)
+    out, tally, records = run_teacher(spy, renderer, dl19, tmp_path / "early.jsonl", **kwargs)
+    plain_out, _, plain = run_teacher(vllm_backend, renderer, dl19, tmp_path / "plain.jsonl", early=False, **kwargs)
+    assert out == plain_out and without_timings(records) == without_timings(plain)
+    budget = renderer.permutation_tokens(4)
+    assert tally.early == 0 and max(r["completion_tokens"] for r in records) > 1.5 * budget / 2 + 1
+    assert 0 < spy.longest_partial <= 1.5 * budget / 2 + 1
 
 
 @pytest.mark.engine

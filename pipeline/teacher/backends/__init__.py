@@ -3,12 +3,19 @@
 A backend takes rendered prompts and returns replies, in whatever order they complete:
 
     submit(request)  queue one window's prompt
-    poll()           block until at least one submitted request has completed and return
-                     the completed ones ([] when nothing is pending)
+    poll()           block until at least one submitted request has completed, or has
+                     new text when it asked for partial replies, and return those
+                     ([] when nothing is pending)
+    cancel(key)      drop a submitted request  } optional: only backends that return
+    stop_partial(key)  no more partial replies   } partial replies need them
+                     for key (its final reply still comes)
     close()
 
 The driver (`pipeline.teacher.rerank`) submits a query's next window as soon as the
-previous one returns, so an engine with continuous batching stays saturated.
+previous one returns, so an engine with continuous batching stays saturated. Backends
+that can stream (vllm) also return a request's text so far (`Reply.finished` False) when
+it asked for it (`Request.partial`): once the reply names the identifiers that the next
+window carries over, the driver submits the next window early.
 
     vllm            vLLM's offline engine in-process (`--model`: a local folder or hub id)
     openai          any OpenAI-compatible completions server (`--base-url`)
@@ -32,6 +39,7 @@ class Request:
     qid: str
     window: int
     regex: str | None = None  # constrained decoding (backends that support it)
+    partial: bool = False  # also return the text so far while generating (backends that can)
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,7 @@ class Reply:
     key: str
     text: str
     completion_tokens: int
+    finished: bool = True  # False: the text so far of a request still generating
 
 
 class Backend(Protocol):

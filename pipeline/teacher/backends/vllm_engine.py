@@ -18,11 +18,13 @@ from typing import Any
 from pipeline.teacher.backends import Reply, Request
 
 log = logging.getLogger(__name__)
+_CONTEXT_TOKENS = 8
 
 
 class VLLMBackend:
     name = "vllm"
     supports_regex = True
+    supports_partial = True
 
     def __init__(
         self,
@@ -50,26 +52,108 @@ class VLLMBackend:
         self.engine = self.llm.llm_engine
         self.model = model
         self._settings = {"max_model_len": max_model_len, "dtype": dtype, "seed": seed, **args}
+        self._tokenizer = self.llm.get_tokenizer()
+        # partial requests: key -> token ids so far; those in _streaming also return their text
+        self._partial: dict[str, list[int]] = {}
+        self._streaming: set[str] = set()
+        self._context: dict[str, list[int]] = {}  # key -> the prompt's last tokens, to decode in
+        self._streams: dict[str, tuple[Any, list[str]]] = {}  # key -> (decode stream, text chunks)
 
     def submit(self, request: Request) -> None:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
 
         extra = {}
         if request.regex:
             from vllm.sampling_params import StructuredOutputsParams
 
             extra["structured_outputs"] = StructuredOutputsParams(regex=request.regex)
-        params = SamplingParams(temperature=0.0, max_tokens=request.max_tokens, **extra)
+        # Partial requests get each step's new tokens, the others only their final output.
+        # The engine does not detokenize (it would, token by token, in this process): a reply
+        # is decoded once when it is done, and partial ones only while the driver wants them.
+        kind = RequestOutputKind.DELTA if request.partial else RequestOutputKind.FINAL_ONLY
+        params = SamplingParams(
+            temperature=0.0, max_tokens=request.max_tokens, output_kind=kind, detokenize=False, **extra
+        )
+        if request.partial:
+            self._partial[request.key] = []
+            self._streaming.add(request.key)
+        self._context[request.key] = request.prompt_ids[-_CONTEXT_TOKENS:]
         # outputs carry the id given here (the engine adds an internal suffix of its own)
         self.engine.add_request(request.key, TokensPrompt(prompt_token_ids=request.prompt_ids), params)
 
     def poll(self) -> list[Reply]:
         while self.engine.has_unfinished_requests():
-            finished = [out for out in self.engine.step() if out.finished]
-            if finished:
-                return [Reply(out.request_id, out.outputs[0].text, len(out.outputs[0].token_ids)) for out in finished]
+            replies = []
+            for out in self.engine.step():
+                key, ids = out.request_id, list(out.outputs[0].token_ids)
+                if key not in self._context:
+                    continue  # the last output of a cancelled request
+                if key in self._partial:  # a delta: add it to the ids so far
+                    ids = self._partial[key] + ids
+                    if not out.finished:
+                        self._partial[key] = ids
+                        if key in self._streaming:
+                            text = self._decode_more(key, out.outputs[0].token_ids, ids)
+                            replies.append(Reply(key, text, len(ids), finished=False))
+                        continue
+                    del self._partial[key]
+                    self._streaming.discard(key)
+                    self._streams.pop(key, None)
+                replies.append(Reply(key, self._decode(key, ids), len(ids)))
+                del self._context[key]
+            if replies:
+                return replies
         return []
+
+    def _decode(self, key: str, ids: list[int]) -> str:
+        """The text vLLM's own detokenizer gives: the reply decoded after the prompt's last
+        tokens (so that its first token keeps a leading space), special tokens (EOS)
+        skipped, no clean-up, an incomplete character at the end held back."""
+        context = self._context[key]
+        before = self._decode_ids(context)
+        text = self._decode_ids(context + ids)
+        text = text[len(before) :] if text.startswith(before) else self._decode_ids(ids)
+        return text.rstrip("\ufffd")
+
+    def _decode_more(self, key: str, new_ids, ids: list[int]) -> str:
+        """A streaming reply's text so far, decoding only its new tokens (decoding all of them
+        at every step would cost the square of the reply's length). Only early submission
+        reads it, and that is checked against the finished reply's text (`_decode`)."""
+        fast = getattr(self._tokenizer, "_tokenizer", None)
+        if key not in self._streams:
+            if fast is None:
+                return self._decode(key, ids)
+            from tokenizers.decoders import DecodeStream
+
+            stream = DecodeStream(ids=self._context[key], skip_special_tokens=True)
+            self._streams[key] = (stream, [])
+            new_ids = ids
+        stream, chunks = self._streams[key]
+        try:
+            for token in new_ids:
+                chunk = stream.step(fast, token)
+                if chunk:
+                    chunks.append(chunk)
+        except Exception:  # a stream that cannot go on (see vLLM's detokenizer): decode it all
+            self._streams.pop(key)
+            return self._decode(key, ids)
+        return "".join(chunks)
+
+    def _decode_ids(self, ids: list[int]) -> str:
+        return self._tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def stop_partial(self, key: str) -> None:
+        self._streaming.discard(key)
+        self._streams.pop(key, None)
+
+    def cancel(self, key: str) -> None:
+        self._partial.pop(key, None)
+        self._streaming.discard(key)
+        self._streams.pop(key, None)
+        self._context.pop(key, None)
+        self.engine.abort_request([key])
 
     def close(self) -> None:
         del self.engine, self.llm
