@@ -8,6 +8,10 @@ import pandas as pd
 
 from pipeline.errors import InputError
 from pipeline.io.corpus import CorpusStore
+from pipeline.io.sources import load_queries
+from pipeline.io.trec import ranked_lists, read_trec_run
+
+Lists = dict[str, list[str]]
 
 
 def check_run_references(
@@ -33,3 +37,25 @@ def check_run_references(
                 int(first["line"]),
                 f"doc {first['doc_id']!r} is not in the corpus ({len(missing)} unknown doc ids)",
             )
+
+
+def read_rerank_inputs(
+    run_path: str | Path,
+    queries_spec: str | Path,
+    corpus_path: str | Path,
+    max_queries: int = 0,
+) -> tuple[pd.DataFrame, Lists, dict[str, str], CorpusStore]:
+    """What a re-ranker reads: the run, its ranked lists, the queries and the corpus store.
+
+    Keeps the first `max_queries` queries of the run (0: all) and cuts the run to them; every
+    query and passage it names is checked (InputError at the first bad line) before any model loads.
+    """
+    run = read_trec_run(run_path)
+    queries = load_queries(queries_spec)
+    corpus = CorpusStore(corpus_path)
+    lists = ranked_lists(run)
+    if max_queries:
+        lists = dict(list(lists.items())[:max_queries])
+    run = run[run["qid"].isin(lists.keys())]
+    check_run_references(run, run_path, queries, corpus)
+    return run, lists, queries, corpus

@@ -177,22 +177,14 @@ def rerank_with_student(
 
 def main_cross_encoder(args: argparse.Namespace) -> int:
     """`distillm rerank --backend cross-encoder`: the student's run and stats from the teacher's arguments."""
-    from pipeline.io.checks import check_run_references
-    from pipeline.io.sources import load_queries
-    from pipeline.io.trec import ranked_lists, read_trec_run, write_trec_run
+    from pipeline.io.checks import read_rerank_inputs
+    from pipeline.io.trec import write_trec_run
     from pipeline.student.train import versions
 
     started = time.time()
     if not args.model:
         raise ValueError("--model (a cross-encoder checkpoint folder) is required for backend cross-encoder")
-    run = read_trec_run(args.run)
-    queries = load_queries(args.queries)
-    corpus = CorpusStore(args.corpus)
-    lists = ranked_lists(run)
-    if args.max_queries:
-        lists = dict(list(lists.items())[: args.max_queries])
-        run = run[run["qid"].isin(lists.keys())]
-    check_run_references(run, args.run, queries, corpus)  # before the model loads
+    run, lists, queries, corpus = read_rerank_inputs(args.run, args.queries, args.corpus, args.max_queries)
     scores, stats = score_with_student(
         lists, queries, corpus, args.model, args.batch_size, args.depth, None, args.dtype, not args.no_progress
     )

@@ -38,10 +38,9 @@ from tqdm import tqdm
 
 from pipeline import __version__
 from pipeline.errors import InputError
-from pipeline.io.checks import check_run_references
+from pipeline.io.checks import read_rerank_inputs
 from pipeline.io.corpus import CorpusStore
-from pipeline.io.sources import load_queries
-from pipeline.io.trec import ranked_lists, read_trec_run, run_from_lists, write_trec_run
+from pipeline.io.trec import run_from_lists, write_trec_run
 from pipeline.schemas import Passage
 from pipeline.teacher.backends import Backend, Reply, Request, open_backend
 from pipeline.teacher.parse import REPAIRS, parse_permutation, settled_head
@@ -615,16 +614,10 @@ def _main(args: argparse.Namespace) -> int:
     )
     sliding_windows(args.depth, args.window, args.stride)  # validates the window settings early
     template = load_prompt(args.prompt)
-    run = read_trec_run(args.run)
-    queries = load_queries(args.queries)
-    corpus = CorpusStore(args.corpus)
-    lists = ranked_lists(run)
-    if args.max_queries:
-        lists = dict(list(lists.items())[: args.max_queries])
-    if args.shard:
+    run, lists, queries, corpus = read_rerank_inputs(args.run, args.queries, args.corpus, args.max_queries)
+    if args.shard:  # every shard checks the whole run: a bad line fails them all, before any model starts
         lists = select_shard(lists, *parse_shard(args.shard))
-    run = run[run["qid"].isin(lists.keys())]
-    check_run_references(run, args.run, queries, corpus)  # before any model starts
+        run = run[run["qid"].isin(lists.keys())]
     log_path = args.log or args.out.with_name(args.out.name + ".log.jsonl")
     stats_path = args.stats or args.out.with_name(args.out.name + ".stats.json")
     record = settings_record(settings, template, tokenizer)

@@ -11,6 +11,31 @@ import pytest
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 
 
+def dl19_inputs(dl_store: Path) -> list[str]:
+    """The `rerank` flags naming the DL19 BM25 run, its queries and the corpus store."""
+    return [
+        "--run",
+        str(dl_store / "runs" / "retrieve_results_dl19.run"),
+        "--queries",
+        str(dl_store / "queries.tsv"),
+        "--corpus",
+        str(dl_store / "corpus"),
+    ]
+
+
+def log_records(run: Path) -> list[dict]:
+    """The reply log of `run` without timings, in (qid, window) order: equal for equal work."""
+    from pipeline.teacher.reply_log import read_reply_log
+
+    return sorted(
+        (
+            {k: v for k, v in r.items() if k != "seconds"}
+            for _, r in read_reply_log(run.with_name(run.name + ".log.jsonl"))
+        ),
+        key=lambda r: (r["qid"], r["window"]),
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_mistral(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from pipeline.offline_models import build_tiny_mistral

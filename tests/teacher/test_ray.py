@@ -12,7 +12,7 @@ import pytest
 import ray
 
 from pipeline.cli import main
-from pipeline.teacher.reply_log import read_reply_log
+from tests.teacher.conftest import dl19_inputs, log_records
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +25,7 @@ def local_ray():
 def rerank(dl_store: Path, out: Path, backend: list[str], *extra: str) -> None:
     args = [
         "rerank",
-        "--run",
-        str(dl_store / "runs" / "retrieve_results_dl19.run"),
-        "--queries",
-        str(dl_store / "queries.tsv"),
-        "--corpus",
-        str(dl_store / "corpus"),
+        *dl19_inputs(dl_store),
         "--out",
         str(out),
         "--no-progress",
@@ -40,14 +35,6 @@ def rerank(dl_store: Path, out: Path, backend: list[str], *extra: str) -> None:
         *extra,
     ]
     assert main(args) == 0
-
-
-def records(run: Path) -> list[dict]:
-    log = run.with_name(run.name + ".log.jsonl")
-    return sorted(
-        ({k: v for k, v in r.items() if k != "seconds"} for _, r in read_reply_log(log)),
-        key=lambda r: (r["qid"], r["window"]),
-    )
 
 
 @pytest.mark.engine
@@ -68,7 +55,7 @@ def test_ray_blocks_equal_a_single_process_run(local_ray, dl_store: Path, rankvi
         "10",
     )
     assert (tmp_path / "ray.run").read_text() == (tmp_path / "single.run").read_text()
-    assert records(tmp_path / "ray.run") == records(tmp_path / "single.run")
+    assert log_records(tmp_path / "ray.run") == log_records(tmp_path / "single.run")
     assert len(list((tmp_path / "ray.run.blocks").glob("block-*.run"))) == 5  # 43 queries in blocks of 10
     # a second run finds every block done and only merges
     before = (tmp_path / "ray.run.blocks" / "block-00000.run.log.jsonl").stat().st_mtime_ns
@@ -139,5 +126,5 @@ def test_killed_actor_is_retried_without_loss(local_ray, dl_store: Path, tiny_mi
     killer.join()
     assert killed, "no actor was killed mid-block"
     assert (tmp_path / "ray.run").read_text() == (tmp_path / "single.run").read_text()
-    keys = [(r["qid"], r["window"]) for r in records(tmp_path / "ray.run")]
+    keys = [(r["qid"], r["window"]) for r in log_records(tmp_path / "ray.run")]
     assert len(keys) == len(set(keys)) == 4 * 9

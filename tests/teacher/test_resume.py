@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.teacher.reply_log import read_reply_log
+from tests.teacher.conftest import dl19_inputs
 
 
 def teacher_command(dl_store: Path, model: Path, out: Path, n_queries: int) -> list[str]:
@@ -23,12 +24,7 @@ def teacher_command(dl_store: Path, model: Path, out: Path, n_queries: int) -> l
         "-m",
         "pipeline",
         "rerank",
-        "--run",
-        str(dl_store / "runs" / "retrieve_results_dl19.run"),
-        "--queries",
-        str(dl_store / "queries.tsv"),
-        "--corpus",
-        str(dl_store / "corpus"),
+        *dl19_inputs(dl_store),
         "--backend",
         "transformers",
         "--batch-size",

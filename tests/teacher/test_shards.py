@@ -9,19 +9,14 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.errors import InputError
-from pipeline.teacher.reply_log import read_reply_log
 from pipeline.teacher.shards import merge_shards, parse_shard
+from tests.teacher.conftest import dl19_inputs, log_records
 
 
 def rerank(dl_store: Path, log: Path, out: Path, *extra: str) -> None:
     args = [
         "rerank",
-        "--run",
-        str(dl_store / "runs" / "retrieve_results_dl19.run"),
-        "--queries",
-        str(dl_store / "queries.tsv"),
-        "--corpus",
-        str(dl_store / "corpus"),
+        *dl19_inputs(dl_store),
         "--backend",
         f"replay:{log}",
         "--prompt",
@@ -34,16 +29,6 @@ def rerank(dl_store: Path, log: Path, out: Path, *extra: str) -> None:
         *extra,
     ]
     assert main(args) == 0
-
-
-def records(run: Path) -> list[dict]:
-    return sorted(
-        (
-            {k: v for k, v in r.items() if k != "seconds"}
-            for _, r in read_reply_log(run.with_name(run.name + ".log.jsonl"))
-        ),
-        key=lambda r: (r["qid"], r["window"]),
-    )
 
 
 def test_three_shards_merge_to_the_single_process_run(dl_store: Path, rankvicuna_dl19_log: Path, tmp_path: Path):
@@ -68,7 +53,7 @@ def test_three_shards_merge_to_the_single_process_run(dl_store: Path, rankvicuna
         == 0
     )
     assert merged.read_text() == single.read_text()
-    assert records(merged) == records(single)
+    assert log_records(merged) == log_records(single)
     one, many = (json.loads(p.with_name(p.name + ".stats.json").read_text()) for p in (single, merged))
     for key in ("queries", "candidates", "windows", "windows_repaired", "repairs", "prompt_tokens"):
         assert many[key] == one[key], key
@@ -88,3 +73,18 @@ def test_merge_refuses_incomplete_or_overlapping_shards(dl_store: Path, rankvicu
         parse_shard("1of2")
     with pytest.raises(ValueError, match="0 <= I < N"):
         parse_shard("2/2")
+
+
+def test_every_shard_checks_the_whole_run(dl_store: Path, rankvicuna_dl19_log: Path, tmp_path: Path, capsys):
+    lines = (dl_store / "runs" / "retrieve_results_dl19.run").read_text().splitlines()
+    second_qid = next(line.split()[0] for line in lines if line.split()[0] != lines[0].split()[0])
+    bad = next(i for i, line in enumerate(lines) if line.split()[0] == second_qid)  # a query of shard 1/2
+    lines[bad] = lines[bad].replace(lines[bad].split()[2], "no-such-passage")
+    bad_run = tmp_path / "bad.run"
+    bad_run.write_text("\n".join(lines) + "\n")
+    argv = ["rerank", "--run", str(bad_run), "--queries", str(dl_store / "queries.tsv")]
+    argv += ["--corpus", str(dl_store / "corpus"), "--backend", f"replay:{rankvicuna_dl19_log}"]
+    argv += ["--prompt", "rank_vicuna", "--shard", "0/2", "--out", str(tmp_path / "t.0.run"), "--no-progress"]
+    assert main(argv) == 2
+    assert f"bad.run:{bad + 1}: doc 'no-such-passage' is not in the corpus" in capsys.readouterr().err
+    assert not (tmp_path / "t.0.run").exists()
