@@ -2,9 +2,10 @@
 
 colbert-ai (and torch's extension builder under it) can block without end: on a compile
 lock file left by a killed build, or on a queue a crashed child never fills. We run such
-calls in a worker thread and watch the CPU time of the work it starts (the worker, new
-threads, new child processes); a call that uses almost none for `stall_seconds` raises
-StallError naming where every thread waits, instead of hanging the pipeline.
+calls in a worker thread and watch the work it starts (the worker, new threads, new child
+processes): the CPU time it uses, and whether it is waiting for a CPU on a busy machine. A
+call that neither runs nor waits to run for `stall_seconds` raises StallError naming where
+every thread waits, instead of hanging the pipeline.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ T = TypeVar("T")
 
 
 class StallError(RuntimeError):
-    """Indexing or search made no progress (no CPU use) for the allowed time."""
+    """Indexing or search made no progress (no CPU used, none waited for) for the allowed time."""
 
 
 def run_with_watchdog(
@@ -38,6 +39,9 @@ def run_with_watchdog(
 
     Progress is the CPU time of the work fn starts: the worker thread, threads started
     after the call began, and processes started after it (compilers), reaped or alive.
+    A thread or process of the call that is runnable (Linux state R: running, or waiting
+    for a CPU) when sampled counts as progress too: on an overloaded machine a starved
+    call is slow, not stuck.
     Threads and processes that were already there (a JVM, a vLLM engine, this watching
     thread) do not count, so their background CPU use cannot hide a stuck call. Pools
     that existed before (torch, OpenMP) still count through the worker, which takes
@@ -66,21 +70,23 @@ def run_with_watchdog(
         worker.join(poll)
         if not worker.is_alive():
             break
-        now, cpu = time.monotonic(), before.new_cpu_seconds()
-        samples.append((now, cpu))
+        now, (progress, runnable) = time.monotonic(), before.progress()
+        if runnable:  # the call runs or waits for a CPU: not stuck, whatever it got
+            samples.clear()
+        samples.append((now, progress))
         while len(samples) > 1 and samples[1][0] <= now - stall_seconds:
             samples.popleft()
-        since, cpu_then = samples[0]
-        if now - since >= stall_seconds and cpu - cpu_then < IDLE_CPU_SHARE * (now - since):
-            raise StallError(_stall_message(what, now - since, cpu - cpu_then) + (hint() if hint else ""))
+        since, progress_then = samples[0]
+        if now - since >= stall_seconds and progress - progress_then < IDLE_CPU_SHARE * (now - since):
+            raise StallError(_stall_message(what, now - since, progress - progress_then) + (hint() if hint else ""))
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
     return outcome["value"]  # type: ignore[return-value]
 
 
 class _Snapshot:
-    """The threads and descendant processes alive when a watched call begins, and the CPU
-    time of those started since (kept after they end, so the total never goes down)."""
+    """The threads and descendant processes alive when a watched call begins, and the
+    progress of those started since (kept after they end, so the total never goes down)."""
 
     def __init__(self, threads: set[int], processes: set[int], reaped: float) -> None:
         self.threads, self.processes, self.reaped = threads, processes, reaped
@@ -90,46 +96,43 @@ class _Snapshot:
     @classmethod
     def take(cls) -> _Snapshot:
         times = os.times()
-        return cls(
-            set(_thread_cpu_seconds()), set(_descendant_cpu_seconds()), times.children_user + times.children_system
-        )
+        return cls(set(_thread_tasks()), set(_descendant_tasks()), times.children_user + times.children_system)
 
-    def new_cpu_seconds(self) -> float:
-        """CPU seconds used by threads and processes that were not there at the snapshot.
+    def progress(self) -> tuple[float, bool]:
+        """CPU seconds used by the threads and processes that were not there at the snapshot,
+        and whether one of them is runnable now.
 
         Reaped children count as a whole (os.times cannot tell them apart), and a new
         process that ends is then counted twice: both only add a single step, which the
         sliding window of run_with_watchdog outlives.
         """
         times = os.times()
-        current = {("thread", tid): cpu for tid, cpu in _thread_cpu_seconds().items() if tid not in self.threads}
-        current.update(
-            (("process", pid), cpu) for pid, cpu in _descendant_cpu_seconds().items() if pid not in self.processes
-        )
-        for key, cpu in current.items():
-            if cpu < self.seen.get(key, 0.0):  # the id was reused by a newer thread or process
+        current = {("thread", tid): t for tid, t in _thread_tasks().items() if tid not in self.threads}
+        current.update((("process", pid), t) for pid, t in _descendant_tasks().items() if pid not in self.processes)
+        for key, (seconds, _) in current.items():
+            if seconds < self.seen.get(key, 0.0):  # the id was reused by a newer thread or process
                 self.retired += self.seen[key]
-            self.seen[key] = cpu
+            self.seen[key] = seconds
         total = self.retired + sum(self.seen.values()) + times.children_user + times.children_system - self.reaped
         if not os.path.isdir("/proc"):  # no per-thread or per-process times: all of this process counts
             total += times.user + times.system
-        return total
+        return total, any(runnable for _, runnable in current.values())
 
 
-def _thread_cpu_seconds() -> dict[int, float]:
-    """CPU seconds of each live thread of this process, by native thread id."""
-    cpu: dict[int, float] = {}
-    if not os.path.isdir("/proc/self/task"):  # no per-thread times (not Linux): see new_cpu_seconds
-        return cpu
+def _thread_tasks() -> dict[int, tuple[float, bool]]:
+    """CPU seconds and runnable state (see _task) of each live thread of this process, by native id."""
+    progress: dict[int, tuple[float, bool]] = {}
+    if not os.path.isdir("/proc/self/task"):  # no per-thread times (not Linux): see progress
+        return progress
     for entry in os.scandir("/proc/self/task"):
-        seconds = _stat_cpu_seconds(f"/proc/self/task/{entry.name}/stat", children=False)
-        if seconds is not None:
-            cpu[int(entry.name)] = seconds
-    return cpu
+        task = _task(f"/proc/self/task/{entry.name}/stat", children=False)
+        if task is not None:
+            progress[int(entry.name)] = task
+    return progress
 
 
-def _descendant_cpu_seconds() -> dict[int, float]:
-    """CPU seconds of each live descendant process (with its reaped children), by pid."""
+def _descendant_tasks() -> dict[int, tuple[float, bool]]:
+    """CPU seconds (with its reaped children) and runnable state of each live descendant process, by pid."""
     if not os.path.isdir("/proc"):
         return {}
     children: dict[int, list[int]] = {}
@@ -140,33 +143,34 @@ def _descendant_cpu_seconds() -> dict[int, float]:
             except OSError:  # the process ended meanwhile
                 continue
             children.setdefault(int(stat[stat.rindex(")") + 2 :].split()[1]), []).append(int(entry.name))
-    cpu: dict[int, float] = {}
+    progress: dict[int, tuple[float, bool]] = {}
     pending = list(children.get(os.getpid(), []))
     while pending:
         pid = pending.pop()
-        seconds = _stat_cpu_seconds(f"/proc/{pid}/stat", children=True)
-        if seconds is not None:
-            cpu[pid] = seconds
+        task = _task(f"/proc/{pid}/stat", children=True)
+        if task is not None:
+            progress[pid] = task
         pending.extend(children.get(pid, []))
-    return cpu
+    return progress
 
 
-def _stat_cpu_seconds(path: str, children: bool) -> float | None:
-    """utime + stime (and cutime + cstime with `children`) from a /proc stat file; None if gone."""
+def _task(path: str, children: bool) -> tuple[float, bool] | None:
+    """From a /proc stat file: utime + stime (and cutime + cstime with `children`), and whether
+    the task is runnable (state R; of a process, its main thread's). None if it is gone."""
     try:
         stat = Path(path).read_text()
     except OSError:
         return None
     fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state, ppid, ...
-    return sum(int(f) for f in fields[11 : 15 if children else 13]) / _TICKS
+    return sum(int(f) for f in fields[11 : 15 if children else 13]) / _TICKS, fields[0] == "R"
 
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _stall_message(what: str, seconds: float, cpu: float) -> str:
+def _stall_message(what: str, seconds: float, progress: float) -> str:
     """What stalled, and where each other thread of the process waits (its innermost frame)."""
-    message = f"{what} made no progress for {seconds:.0f} s ({cpu:.2f} CPU seconds): stopped"
+    message = f"{what} made no progress for {seconds:.0f} s ({progress:.2f} CPU seconds, never runnable): stopped"
     names = {thread.ident: thread.name for thread in threading.enumerate()}
     frames = sys._current_frames()
     frames.pop(threading.get_ident(), None)  # the watching thread

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -60,12 +62,12 @@ def test_busy_threads_and_processes_that_were_already_there_do_not_hide_a_stall(
 
 def test_watchdog_lets_busy_work_finish_and_passes_results_and_errors_through() -> None:
     def busy() -> int:
-        deadline, n = time.thread_time() + 2.5, 0
+        deadline, n = time.thread_time() + 3.0, 0
         while time.thread_time() < deadline:
             n += 1
         return n
 
-    assert run_with_watchdog(busy, "busy work", stall_seconds=1.0) > 0
+    assert run_with_watchdog(busy, "busy work", stall_seconds=2.0) > 0
 
     def fails() -> None:
         raise KeyError("from the worker")
@@ -82,3 +84,34 @@ def test_a_child_process_the_call_starts_counts_as_progress() -> None:
         return subprocess.run([sys.executable, "-c", code], check=True).returncode
 
     assert run_with_watchdog(compile_like, "a compiler", stall_seconds=1.0) == 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="no per-thread states (not Linux)")
+def test_a_call_starved_of_cpu_is_slow_not_stuck() -> None:
+    """Work that waits for a CPU (busy neighbours on its core, lowest priority) gets far less
+    than the 1% of a core the watchdog asks for, but it is runnable: it must not be stopped."""
+    core = {min(os.sched_getaffinity(0))}
+
+    def on_core() -> None:
+        os.sched_setaffinity(0, core)
+
+    def on_core_lowest_priority() -> None:
+        os.sched_setaffinity(0, core)
+        os.nice(19)
+
+    neighbours = [subprocess.Popen(["sh", "-c", "while :; do :; done"], preexec_fn=on_core) for _ in range(8)]
+    loop = "i=0; while [ $i -lt 6000 ]; do i=$((i+1)); done"
+    try:
+        before, started = os.times(), time.perf_counter()
+        run_with_watchdog(
+            lambda: subprocess.run(["sh", "-c", loop], preexec_fn=on_core_lowest_priority, check=True),
+            "starved work",
+            stall_seconds=1.0,
+        )
+        seconds, after = time.perf_counter() - started, os.times()
+    finally:
+        for neighbour in neighbours:
+            neighbour.kill()
+            neighbour.wait()
+    cpu = after.children_user + after.children_system - before.children_user - before.children_system
+    assert seconds > 2.0 and cpu < 0.01 * seconds, (seconds, cpu)  # it was starved below the CPU threshold
