@@ -21,6 +21,7 @@ import argparse
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 # The chat template of HuggingFaceH4/zephyr-7b-beta, which RankZephyr inherits.
 ZEPHYR_CHAT_TEMPLATE = (
@@ -44,25 +45,15 @@ def mistral_tokenizer_file() -> Path:
     return path
 
 
-def build_tiny_mistral(
-    out_dir: str | Path,
-    seed: int = 0,
-    hidden: int = 128,
-    layers: int = 2,
-    heads: int = 4,
-    kv_heads: int = 2,
-    max_positions: int = 4096,
-) -> Path:
-    """Write a random-weight Mistral (float32, head_dim 32) with RankZephyr's tokenizer to out_dir."""
-    import torch
-    from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
+def save_rankzephyr_tokenizer(out_dir: str | Path) -> Any:
+    """Write RankZephyr's tokenizer (Mistral-7B-v0.1's sentencepiece model, the Zephyr chat
+    template) to out_dir, as transformers saves it; return the tokenizer."""
+    from transformers import AutoTokenizer
 
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    shutil.copy(mistral_tokenizer_file(), tmp / "tokenizer.model")
-    (tmp / "tokenizer_config.json").write_text(
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(mistral_tokenizer_file(), out / "tokenizer.model")
+    (out / "tokenizer_config.json").write_text(
         json.dumps(
             {
                 "tokenizer_class": "LlamaTokenizer",
@@ -75,10 +66,30 @@ def build_tiny_mistral(
             }
         )
     )
-    tokenizer = AutoTokenizer.from_pretrained(str(tmp))
+    tokenizer = AutoTokenizer.from_pretrained(str(out))
     tokenizer.chat_template = ZEPHYR_CHAT_TEMPLATE
-    (tmp / "tokenizer.model").unlink()
-    tokenizer.save_pretrained(str(tmp))
+    (out / "tokenizer.model").unlink()
+    tokenizer.save_pretrained(str(out))
+    return tokenizer
+
+
+def build_tiny_mistral(
+    out_dir: str | Path,
+    seed: int = 0,
+    hidden: int = 128,
+    layers: int = 2,
+    heads: int = 4,
+    kv_heads: int = 2,
+    max_positions: int = 4096,
+) -> Path:
+    """Write a random-weight Mistral (float32, head_dim 32) with RankZephyr's tokenizer to out_dir."""
+    import torch
+    from transformers import MistralConfig, MistralForCausalLM
+
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer = save_rankzephyr_tokenizer(tmp)
     config = MistralConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden,

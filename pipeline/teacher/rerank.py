@@ -549,6 +549,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tag", default="teacher", help="run tag")
     p.add_argument("--dtype", default="auto", help="model dtype (auto: bf16 on GPU, fp32 on CPU)")
     p.add_argument("--batch-size", type=int, default=8, help="transformers: prompts per generate call")
+    p.add_argument(
+        "--continuous-batching",
+        action="store_true",
+        help="transformers: continuous batching (paged KV cache, no padding) instead of padded generate batches",
+    )
     p.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="openai: server URL")
     p.add_argument("--concurrency", type=int, default=32, help="openai: parallel requests")
     p.add_argument(
@@ -583,7 +588,12 @@ def _backend_options(args: argparse.Namespace) -> dict[str, Any]:
             "engine_args": engine_args,
         }
     if args.backend == "transformers":
-        return {"model": args.model, "batch_size": args.batch_size, "dtype": args.dtype}
+        return {
+            "model": args.model,
+            "batch_size": args.batch_size,
+            "dtype": args.dtype,
+            "continuous": args.continuous_batching,
+        }
     if args.backend == "openai":
         return {"model": args.model, "base_url": args.base_url, "concurrency": args.concurrency}
     return {}

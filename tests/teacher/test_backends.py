@@ -47,6 +47,25 @@ def test_transformers_backend_agrees_with_vllm(vllm_replies, tiny_mistral, rende
     assert same == len(replies), f"{same}/{len(replies)} replies equal"
 
 
+@pytest.mark.engine
+def test_transformers_continuous_batching_agrees_with_vllm(vllm_replies, tiny_mistral, renderer, dl19, tmp_path: Path):
+    """transformers' continuous batching (paged KV cache, windows join and leave the running
+    batch) gives the same greedy replies; the backend's own log says which mode ran."""
+    from pipeline.teacher.backends.hf_generate import TransformersBackend
+
+    backend = TransformersBackend(str(tiny_mistral), continuous=True)
+    try:
+        replies = run(backend, renderer, dl19, tmp_path / "log.jsonl")
+        assert backend.provenance()["batching"] == "continuous"
+        assert not backend.pending
+        assert backend.poll() == []  # nothing pending: returns at once
+    finally:
+        backend.close()
+    assert replies.keys() == vllm_replies.keys()
+    same = sum(replies[k] == vllm_replies[k] for k in replies)
+    assert same == len(replies), f"{same}/{len(replies)} replies equal"
+
+
 @pytest.mark.slow
 @pytest.mark.engine
 def test_openai_backend_against_a_real_vllm_server(vllm_replies, tiny_mistral, renderer, dl19, tmp_path: Path):
