@@ -109,7 +109,9 @@ def main() -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs of a remote run)")
     parser.add_argument("--goal", type=float, default=0.7, help="queries/s to reach on CUDA")
     parser.add_argument(
-        "--out", type=Path, help="result JSON (default on CUDA: bench/results/teacher_transformers_gpu.json)"
+        "--out",
+        type=Path,
+        help="result JSON (default on CUDA: bench/results/teacher_transformers_gpu[_continuous].json)",
     )
     args = parser.parse_args()
     if args.prepare:
