@@ -130,8 +130,8 @@ class TransformersBackend:
     def _poll_continuous(self) -> list[Reply]:
         """Block until at least one submitted request has finished; return all finished ones."""
         replies: list[Reply] = []
-        timeout: float | None = 1.0
-        while self.pending and (not replies or timeout == 0):
+        timeout = 1.0
+        while self.pending:
             result = self.manager.get_result(timeout=timeout)
             if result is None:
                 if replies:
