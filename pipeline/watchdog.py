@@ -54,22 +54,24 @@ def run_with_watchdog(
     if not stall_seconds:
         return fn()
     outcome: dict[str, object] = {}
+    done = threading.Event()
 
     def work() -> None:
         try:
             outcome["value"] = fn()
         except BaseException as e:  # re-raised in the caller's thread
             outcome["error"] = e
+        finally:
+            done.set()
 
     worker = threading.Thread(target=work, name=f"distillm {what}", daemon=True)
     poll = min(5.0, stall_seconds / 10)
     before = _Snapshot.take()
     samples: deque[tuple[float, float]] = deque()
     worker.start()
-    while True:
-        worker.join(poll)
-        if not worker.is_alive():
-            break
+    # Wait for fn to return, not for the thread to end: what runs after (the interpreter
+    # freeing the thread's locals, any __del__ there) is not the call's work and may wait.
+    while not done.wait(poll):
         now, (progress, runnable) = time.monotonic(), before.progress()
         if runnable:  # the call runs or waits for a CPU: not stuck, whatever it got
             samples.clear()

@@ -76,6 +76,24 @@ def test_watchdog_lets_busy_work_finish_and_passes_results_and_errors_through() 
         run_with_watchdog(fails, "failing work", stall_seconds=5)
 
 
+def test_a_call_that_returned_is_done_even_if_its_thread_is_slow_to_end() -> None:
+    """The result is there once fn returns; freeing the thread's locals after it (here a
+    __del__ that waits) is not the call's work and must not be stopped as a stall."""
+    local = threading.local()
+
+    class SlowToFree:
+        def __del__(self) -> None:
+            time.sleep(3)
+
+    def call() -> int:
+        local.value = SlowToFree()
+        return 7
+
+    started = time.perf_counter()
+    assert run_with_watchdog(call, "quick work", stall_seconds=1.0) == 7
+    assert time.perf_counter() - started < 3
+
+
 def test_a_child_process_the_call_starts_counts_as_progress() -> None:
     """A compiler run by the call: the worker thread only waits, the child works."""
     code = "import time\nend = time.process_time() + 3\nwhile time.process_time() < end: pass"
