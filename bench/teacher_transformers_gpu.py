@@ -129,9 +129,12 @@ def main() -> int:
     from pipeline.io.trec import ranked_lists, read_trec_run
     from pipeline.teacher.backends.hf_generate import TransformersBackend
     from pipeline.teacher.prompts import load_prompt
+    from pipeline.teacher.render import PromptRenderer
     from pipeline.teacher.reply_log import read_reply_log
-    from pipeline.teacher.rerank import PromptRenderer, Teacher, TeacherSettings, versions
+    from pipeline.teacher.rerank import Teacher
+    from pipeline.teacher.settings import TeacherSettings
     from pipeline.teacher.windows import sliding_windows
+    from pipeline.versions import TEACHER_PACKAGES, versions
 
     device = torch.device(args.device)
     smoke = device.type == "cpu"
@@ -221,7 +224,11 @@ def main() -> int:
         "model_build_seconds": round(build_seconds, 2),
         "goal_queries_per_second": args.goal,
         "checks": checks,
-        "versions": {**versions(), "transformers": transformers.__version__, "torch": torch.__version__},
+        "versions": {
+            **versions(TEACHER_PACKAGES),
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+        },
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "date": time.strftime("%Y-%m-%d"),
     }

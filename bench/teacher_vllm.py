@@ -60,8 +60,11 @@ def main() -> None:
     from pipeline.offline_models import build_tiny_mistral
     from pipeline.teacher.backends.vllm_engine import VLLMBackend
     from pipeline.teacher.prompts import fit_messages, load_prompt
+    from pipeline.teacher.render import PromptRenderer, permutation_regex
     from pipeline.teacher.reply_log import read_reply_log
-    from pipeline.teacher.rerank import PromptRenderer, Teacher, TeacherSettings, permutation_regex, versions
+    from pipeline.teacher.rerank import Teacher
+    from pipeline.teacher.settings import TeacherSettings
+    from pipeline.versions import TEACHER_PACKAGES, versions
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--queries", type=int, default=43)
@@ -192,7 +195,7 @@ def main() -> None:
         "ratio_plain_to_generate": round(rows[PATHS[1]] / seconds_generate, 4),
         "ratio_lockstep_to_generate": round(rows[PATHS[3]] / seconds_generate, 4),
         "goal_ratio": 1.05,
-        "versions": versions(),
+        "versions": versions(TEACHER_PACKAGES),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "date": time.strftime("%Y-%m-%d"),
     }

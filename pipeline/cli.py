@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from pipeline import __version__, evaluate, ingest, offline_models, report
+from pipeline import __version__, data_fetch, evaluate, ingest, offline_models, report, rerank
 from pipeline.errors import InputError
 from pipeline.student import train as student_train
 from pipeline.watchdog import StallError
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     card.register(sub)
     zenodo.register(sub)
     offline_models.register(sub)
+    data_fetch.register(sub)
     return parser
 
 
@@ -54,7 +55,8 @@ def _register_first_stages(sub: argparse._SubParsersAction) -> None:
 
 
 def _register_teacher(sub: argparse._SubParsersAction) -> None:
-    from pipeline.teacher import rerank, shards
+    """`distillm rerank` (teacher or student: pipeline.rerank) and `distillm merge-shards`."""
+    from pipeline.teacher import shards
 
     rerank.register(sub)
     shards.register(sub)

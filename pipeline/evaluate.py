@@ -14,6 +14,7 @@ from pathlib import Path
 import ir_measures
 import pandas as pd
 
+from pipeline.errors import InputError
 from pipeline.io.sources import load_qrels
 from pipeline.io.trec import read_trec_run
 
@@ -71,6 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--per-query", type=Path, help="also write per-query values to this TSV (qid, measure, value)")
     p.add_argument("--json", type=Path, help="write the aggregate values to this JSON file (for `dvc metrics`)")
+    p.add_argument("--about", help="what the run is, written beside the values in --json (a `dvc metrics show` column)")
     p.add_argument(
         "--all-judged", action="store_true", help="average over all judged queries, missing ones as 0 (trec_eval -c)"
     )
@@ -78,8 +80,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    run = read_trec_run(args.run)
+    run = read_trec_run(args.run)  # a run without rankings raises InputError (status 2)
     qrels = load_qrels(args.qrels)
+    if not set(run["qid"]) & set(qrels["qid"]):
+        raise InputError(
+            args.run, None, f"none of its {run['qid'].nunique()} queries is judged in {args.qrels}: nothing to evaluate"
+        )
     values, per_query = evaluate(run, qrels, args.measures or DEFAULT_MEASURES, args.all_judged)
     n_queries = per_query["qid"].nunique()
     for name, value in values.items():
@@ -93,6 +99,6 @@ def _main(args: argparse.Namespace) -> int:
         per_query.to_csv(args.per_query, sep="\t", index=False, float_format="%.6f")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        record = {"run": str(args.run), "qrels": str(args.qrels), "queries": int(n_queries), **values}
+        record = {**values, "queries": int(n_queries), **({"about": args.about} if args.about else {})}
         args.json.write_text(json.dumps(record, indent=2) + "\n")
     return 0

@@ -4,6 +4,8 @@ distillm ingest corpus SRC --out DIR          # TSV/JSONL file or irds:<id> -> c
 distillm ingest queries SRC --out FILE.tsv [--sample N --seed S]   # file or irds:<id> -> queries TSV
 distillm ingest qrels SRC --out FILE [--queries FILE.tsv]           # file or irds:<id> -> qrels
 distillm ingest candidates JSON... --out DIR [--corpus SRC]   # rank_llm candidate JSON -> store + queries + runs
+distillm ingest replies DUMP --run RUN --queries Q --corpus STORE --prompt P --model M --out LOG
+                                              # rank_llm's recorded prompts/replies -> reply log
 
 `ingest candidates` builds the corpus store from the candidates' own passages (their union,
 the demo) or, with `--corpus SRC`, from a full corpus (the paper: irds:msmarco-passage), in
@@ -127,6 +129,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="corpus of the store: 'candidates' (their passages, default) or a corpus file or irds:<id>",
     )
     j.set_defaults(func=_candidates)
+    _register_replies(sub)
+
+
+def _register_replies(sub: argparse._SubParsersAction) -> None:
+    """`ingest replies`: pipeline.teacher.rank_llm_dump (imported when the command runs)."""
+    p = sub.add_parser(
+        "replies", help="rank_llm's recorded prompts and replies (prompts_responses_*.json) -> a reply log for replay"
+    )
+    p.add_argument("dump", type=Path, help="rank_llm's prompts-and-responses file")
+    p.add_argument("--run", type=Path, required=True, help="the first-stage run the recorded teacher re-ranked")
+    p.add_argument("--queries", required=True, help="queries file or irds:<id>")
+    p.add_argument("--corpus", type=Path, required=True, help="corpus store (distillm ingest corpus/candidates)")
+    p.add_argument("--prompt", required=True, help="prompt template the recorded prompts were built with")
+    p.add_argument("--model", required=True, help="the model that wrote the replies (provenance)")
+    p.add_argument("--depth", type=int, default=100)
+    p.add_argument("--window", type=int, default=20)
+    p.add_argument("--stride", type=int, default=10)
+    p.add_argument("--max-words", type=int, default=300, help="words per passage in the recorded prompts")
+    p.add_argument("--max-queries", type=int, default=0, help="only the first N queries of the run (0: all)")
+    p.add_argument("--partial", action="store_true", help="accept a dump that covers only part of the run")
+    p.add_argument("--out", type=Path, required=True, help="reply log to write (+ .settings.json)")
+    p.set_defaults(func=_replies)
+
+
+def _replies(args: argparse.Namespace) -> int:
+    from pipeline.teacher.rank_llm_dump import main
+
+    return main(args)
 
 
 def _corpus(args: argparse.Namespace) -> None:

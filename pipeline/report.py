@@ -1,10 +1,10 @@
 """Plot data for `dvc plots`: nDCG@10 of every stage, and how much the teacher reorders the first stage.
 
-    distillm report ndcg data/metrics/*.json --out data/plots/ndcg.csv
+    distillm report ndcg data/metrics --out data/plots/ndcg.csv
     distillm report agreement --pair dl19 TEACHER.run FIRST_STAGE.run [--pair ...] --out data/plots/agreement.csv
 
-`ndcg` turns the JSON files of `distillm evaluate --json` (named `<stage>-<set>.json`) into
-one row per file: stage, set, nDCG@10, queries. `agreement` compares each query's teacher
+`ndcg` turns the JSON files of `distillm evaluate --json` (named `<set>-<stage>.json`, or a
+folder of them) into one row per file: name, set, stage, nDCG@10, queries, about. `agreement` compares each query's teacher
 ranking with the first-stage ranking it re-ranked, over the documents the teacher ranked:
 Kendall's tau (1: order kept, -1: reversed) and the overlap of the two top-10s. A teacher
 that barely moves the first stage teaches little; a random one scores tau near 0.
@@ -29,20 +29,32 @@ NDCG = "nDCG@10"
 
 
 def ndcg_table(paths: list[Path]) -> pd.DataFrame:
-    """One row per metrics file `<stage>-<set>.json`: stage, set, nDCG@10, queries (sorted by set, then stage)."""
+    """One row per metrics file `<set>-<stage>.json` (files, or folders of them): name, set, stage,
+    nDCG@10, queries, about; in set order, then as the files are named."""
+    files = [f for p in map(Path, paths) for f in (sorted(p.glob("*.json")) if p.is_dir() else [p])]
     rows = []
-    for path in paths:
+    for path in files:
         try:
             record = json.loads(Path(path).read_text())
         except (OSError, ValueError) as e:
             raise InputError(path, None, f"cannot read metrics JSON: {e}") from None
         if NDCG not in record:
             raise InputError(path, None, f"no {NDCG} in this metrics file (run `distillm evaluate -m {NDCG} --json`)")
-        stage, _, eval_set = Path(path).stem.rpartition("-")
-        rows.append({"stage": stage or eval_set, "set": eval_set, NDCG: record[NDCG], "queries": record.get("queries")})
-    return pd.DataFrame(rows, columns=["stage", "set", NDCG, "queries"]).sort_values(
-        ["set", "stage"], ignore_index=True
-    )
+        eval_set, _, stage = path.stem.partition("-")
+        rows.append(
+            {
+                "name": path.stem,
+                "set": eval_set,
+                "stage": stage or eval_set,
+                NDCG: record[NDCG],
+                "queries": record.get("queries"),
+                "about": record.get("about", ""),
+            }
+        )
+    if not rows:
+        raise InputError(paths[0] if paths else None, None, "no metrics files")
+    columns = ["name", "set", "stage", NDCG, "queries", "about"]
+    return pd.DataFrame(rows, columns=columns).sort_values("set", kind="stable", ignore_index=True)
 
 
 def kendall_tau(order: list[str], reference: list[str]) -> float:
@@ -92,7 +104,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = p.add_subparsers(dest="what", required=True, metavar="WHAT")
     n = sub.add_parser("ndcg", help="metrics JSON files -> one CSV row per stage and set")
     n.add_argument(
-        "metrics", nargs="+", type=Path, help="files of `distillm evaluate --json`, named <stage>-<set>.json"
+        "metrics", nargs="+", type=Path, help="files of `distillm evaluate --json` named <set>-<stage>.json, or folders"
     )
     n.add_argument("--out", type=Path, required=True)
     n.set_defaults(func=_ndcg)

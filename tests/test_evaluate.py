@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.cli import main
 from pipeline.evaluate import evaluate
 from pipeline.io.trec import read_qrels, read_trec_run
 
@@ -43,14 +44,18 @@ def test_cli_writes_json_and_per_query(trec_dl: Path, tmp_path: Path):
             str(tmp_path / "m.json"),
             "--per-query",
             str(tmp_path / "pq.tsv"),
+            "--about",
+            "BM25 top-100",
         ],
         capture_output=True,
         text=True,
         check=True,
+        timeout=300,
     )
     assert out.stdout.splitlines()[0] == "nDCG@10\t0.4796"
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["nDCG@10"] == pytest.approx(0.4796, abs=5e-5) and metrics["queries"] == 54
+    assert list(metrics) == ["nDCG@10", "R(rel=2)@100", "queries", "about"] and metrics["about"] == "BM25 top-100"
     assert len((tmp_path / "pq.tsv").read_text().splitlines()) == 1 + 2 * 54
 
 
@@ -61,6 +66,7 @@ def test_cli_error_names_file_and_line(tmp_path: Path, trec_dl: Path):
         [sys.executable, "-m", "pipeline", "evaluate", str(bad), "--qrels", str(trec_dl / "qrels.dl19-passage.txt")],
         capture_output=True,
         text=True,
+        timeout=300,
     )
     assert out.returncode == 2
     assert f"{bad}:2: expected 6 fields" in out.stderr
@@ -76,3 +82,21 @@ def test_mean_is_over_judged_queries_in_the_run_like_trec_eval(trec_dl: Path):
     assert per_query["qid"].nunique() == 4 and values["nDCG@10"] == pytest.approx(expected)
     padded, _ = evaluate(first_four, qrels, all_judged=True)  # trec_eval -c: missing queries count 0
     assert padded["nDCG@10"] == pytest.approx(expected * 4 / 43)
+
+
+@pytest.mark.parametrize("content", ["", "\n\n"])
+def test_a_run_without_rankings_is_an_error_not_nan(tmp_path: Path, trec_dl: Path, capsys, content: str):
+    empty = tmp_path / "empty.run"
+    empty.write_text(content)
+    assert main(["evaluate", str(empty), "--qrels", str(trec_dl / "qrels.dl19-passage.txt")]) == 2
+    captured = capsys.readouterr()
+    assert f"distillm evaluate: error: {empty}: the run holds no rankings (empty file)" in captured.err
+    assert "nan" not in captured.out
+
+
+def test_a_run_whose_queries_are_not_judged_is_an_error(tmp_path: Path, trec_dl: Path, capsys):
+    run = tmp_path / "unjudged.run"
+    run.write_text("no-such-query Q0 d1 1 2.0 t\nno-such-query Q0 d2 2 1.0 t\n")
+    qrels = trec_dl / "qrels.dl19-passage.txt"
+    assert main(["evaluate", str(run), "--qrels", str(qrels)]) == 2
+    assert f"{run}: none of its 1 queries is judged in {qrels}: nothing to evaluate" in capsys.readouterr().err

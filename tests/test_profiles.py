@@ -31,15 +31,29 @@ def load(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
+# lists of runs, not knobs: each profile names the runs it re-ranks and evaluates
+RUN_LISTS = ("student_runs", "evaluate")
+
+
 def test_the_paper_profile_sets_exactly_the_demo_knobs():
     demo, paper = load(REPO / "params.yaml"), load(REPO / "profiles" / "paper.yaml")
-    assert keys(demo) == keys(paper)
+    knobs = lambda profile: {k for k in keys(profile) if k.split(".")[0] not in RUN_LISTS}  # noqa: E731
+    assert knobs(demo) == knobs(paper)
     assert demo["profile"] == "demo" and paper["profile"] == "paper"
     assert paper["corpus"] == "irds:msmarco-passage" and demo["corpus"] == "candidates"
     assert paper["train"]["queries"] == "irds:msmarco-passage/train/judged" and paper["train"]["sample"] == 10000
     assert paper["train"]["first_stage"] == "colbert" and paper["colbert"]["checkpoint"] == "colbert-ir/colbertv2.0"
-    assert paper["teacher"]["model"] == "castorini/rank_zephyr_7b_v1_full"
+    assert paper["train"]["run"] == "data/runs/colbert-train.run"
+    assert paper["teacher"]["model"] == "castorini/rank_zephyr_7b_v1_full" and paper["teacher"]["backend"] == "vllm"
     assert (paper["teacher"]["window"], paper["teacher"]["stride"], paper["teacher"]["depth"]) == (20, 10, 100)
+    # the demo's teacher is real and recorded: RankVicuna-7B's replies, replayed
+    assert demo["teacher"]["backend"] == "replay:data/teacher/recorded"
+    assert demo["teacher"]["model"] == demo["recorded"]["model"] == "castorini/rank_vicuna_7b_v1"
+    # every evaluated run is produced by a stage, and every number says what it is
+    for profile in (demo, paper):
+        for name, entry in profile["evaluate"].items():
+            assert name.startswith(entry["set"] + "-") and entry["about"], name
+    assert {"dl19-student", "dl19-control", "dl19-teacher", "dl19-bm25"} <= set(demo["evaluate"])
 
 
 def edges(profile: Path, tmp_path: Path) -> set[tuple[str, str]]:
@@ -54,16 +68,27 @@ def edges(profile: Path, tmp_path: Path) -> set[tuple[str, str]]:
     return set(re.findall(r'"([^"]+)" -> "([^"]+)"', done.stdout))
 
 
-@pytest.mark.parametrize(("profile", "first_stage"), [("params.yaml", "bm25"), ("profiles/paper.yaml", "colbert")])
-def test_dvc_resolves_the_stage_graph_of_each_profile(profile: str, first_stage: str, tmp_path: Path):
+@pytest.mark.parametrize(
+    ("profile", "train_run", "evaluated"),
+    [
+        ("params.yaml", None, {"dl19-student", "dl19-control", "dl19-pool-colbert"}),
+        ("profiles/paper.yaml", "retrieve_colbert@train", {"dl20-student-colbert", "dl20-control"}),
+    ],
+)
+def test_dvc_resolves_the_stage_graph_of_each_profile(profile: str, train_run: str | None, evaluated, tmp_path: Path):
     graph = edges(REPO / profile, tmp_path)
     stages = {stage for edge in graph for stage in edge}
     for engine in ("bm25", "colbert"):
         assert {f"retrieve_{engine}@{s}" for s in ("dl19", "dl20", "train")} <= stages
-        assert {f"student_rerank@{engine}-dl19", f"evaluate@student-{engine}-dl20"} <= stages
-    assert (f"retrieve_{first_stage}@train", "teacher_train") in graph
-    other = "bm25" if first_stage == "colbert" else "colbert"
-    assert (f"retrieve_{other}@train", "teacher_train") not in graph
-    assert ("train_queries", f"retrieve_{first_stage}@train") in graph
-    assert ("teacher_train", "dataset") in graph and ("dataset", "student_distill") in graph
-    assert ("train_queries", "student_stage1") in graph and ("evaluate@teacher-dl19", "report") in graph
+    assert {f"evaluate@{name}" for name in evaluated} <= stages
+    producer = train_run or "ingest"  # the demo trains on the BM25 top-100 the recorded teacher saw
+    assert (producer, "teacher_train") in graph and (producer, "control_dataset") in graph
+    assert ("retrieve_bm25@train", "teacher_train") not in graph
+    assert ("recorded", "teacher_train") in graph and ("recorded", "teacher@dl19") in graph
+    assert ("retrieve_bm25@train", "teacher_engine") in graph
+    assert ("teacher_train", "dataset") in graph and ("dataset", "student_distill@student") in graph
+    assert ("control_dataset", "student_distill@control") in graph
+    assert ("student_stage1", "student_distill@control") in graph
+    assert ("student_distill@student", "student_rerank@dl19") in graph
+    assert ("student_distill@control", "control_rerank@dl19") in graph
+    assert ("train_queries", "student_stage1") in graph and ("evaluate@dl19-teacher", "report") in graph

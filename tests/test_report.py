@@ -61,13 +61,14 @@ def test_a_teacher_document_the_first_stage_never_retrieved_is_an_error(trec_dl:
 def test_ndcg_table_from_evaluate_json(trec_dl: Path, tmp_path: Path):
     metrics = tmp_path / "metrics"
     run = trec_dl / "run.bm25.dl19.top100.txt"
-    for name in ("bm25-dl19", "student-bm25-dl19"):
+    for name in ("dl19-bm25", "dl19-student"):
         argv = ["evaluate", str(run), "--qrels", str(trec_dl / "qrels.dl19-passage.txt"), "-m", "nDCG@10"]
-        assert main([*argv, "--json", str(metrics / f"{name}.json")]) == 0
+        assert main([*argv, "--json", str(metrics / f"{name}.json"), "--about", f"the {name} run"]) == 0
     out = tmp_path / "ndcg.csv"
-    assert main(["report", "ndcg", *map(str, sorted(metrics.iterdir())), "--out", str(out)]) == 0
+    assert main(["report", "ndcg", str(metrics), "--out", str(out)]) == 0  # a folder of metrics files
     table = pd.read_csv(out)
-    assert list(table["stage"]) == ["bm25", "student-bm25"] and set(table["set"]) == {"dl19"}
+    assert list(table["stage"]) == ["bm25", "student"] and set(table["set"]) == {"dl19"}
+    assert list(table["name"]) == ["dl19-bm25", "dl19-student"] and table["about"][1] == "the dl19-student run"
     assert table["nDCG@10"].round(4).tolist() == [0.5058, 0.5058] and (table["queries"] == 43).all()
     (metrics / "broken.json").write_text(json.dumps({"run": "x"}))
     with pytest.raises(InputError, match="no nDCG@10"):

@@ -1,6 +1,6 @@
 """The Rank-DistiLLM dataset: the teacher's rankings as Parquet, a dataset card, checks, Zenodo.
 
-    distillm export ...          teacher run + first-stage run -> DIR (Parquet shards, card, run)
+    distillm export ...          teacher run + first-stage run -> DIR (Parquet shards, card, lightning-ir runs)
     distillm validate DIR        every query a full permutation; counts match metadata and card
     distillm card DIR            rewrite DIR/README.md from DIR/metadata.json
     distillm publish DIR ...     versioned archive + manifest -> a Zenodo deposition

@@ -92,10 +92,18 @@ def render_card(metadata: dict[str, Any]) -> str:
         "",
         f"- first stage: `{m['first_stage']}`; each query's top {m['depth']} candidates were re-ranked",
         f"- teacher: `{m['model']}`, prompt `{m['prompt']}` (sha256 `{m['prompt_sha256']}`)",
-        f"- sliding window: window {m['window']}, stride {m['stride']}, depth {m['depth']}, from the bottom up",
-        f"- permutation repair: {m.get('windows_repaired')} of {m.get('windows')} windows repaired "
-        f"(rate {'n/a' if rate is None else f'{rate:.3%}'}); repairs: {repairs}",
-        f"- made by rank-distillm-pipeline {m['pipeline_version']} on {m['created']}",
+        *([f"- teacher run from: {m['teacher_source']}"] if m.get("teacher_source") else []),
+        *(
+            [
+                f"- sliding window: window {m['window']}, stride {m['stride']}, depth {m['depth']}, from the bottom up; "
+                f"at most {m.get('max_words')} words per passage",
+                f"- permutation repair: {m.get('windows_repaired')} of {m.get('windows')} windows repaired "
+                f"(rate {'n/a' if rate is None else f'{rate:.3%}'}); repairs: {repairs}",
+            ]
+            if m.get("window")
+            else [f"- a teacher run made elsewhere: its top {m['depth']} per query; no window or repair counts"]
+        ),
+        f"- made by rank-distillm-pipeline {m['pipeline_version']}",
         "",
         "## Counts",
         "",
@@ -111,7 +119,7 @@ def render_card(metadata: dict[str, Any]) -> str:
         "`first_stage_rank` (int32), `first_stage_score` (float64), `teacher_rank` (int32, 1 = best),",
         f"`teacher_score` (float32, = {m['depth']} - teacher_rank + 1), `first_stage`, `teacher`"
         + (", `text`." if m["with_text"] else "."),
-        f"The teacher run is also given as a TREC run for lightning-ir: `{m['teacher_run_file']}`.",
+        *lightning_ir_lines(m),
         "",
         "## Licence",
         "",
@@ -127,6 +135,13 @@ def render_card(metadata: dict[str, Any]) -> str:
         'df = pandas.read_parquet("data")',
         "```",
         "",
+        "With lightning-ir (targets `depth - rank + 1`, the teacher's gains):",
+        "",
+        "```python",
+        "from lightning_ir import RunDataset",
+        f'ds = RunDataset("{m.get("lightning_ir_file")}", depth={m["depth"]}, targets="rank")',
+        "```",
+        "",
         "`distillm validate DIR` checks that every query's teacher ranking is a full permutation.",
         "",
         "## Citation",
@@ -137,6 +152,18 @@ def render_card(metadata: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def lightning_ir_lines(m: dict[str, Any]) -> list[str]:
+    """The card's sentences on the lightning-ir run files (pipeline.dataset.lightning_ir)."""
+    lines = [
+        f"The same rankings as lightning-ir's run table: `{m.get('lightning_ir_file')}` (`query_id`, `query`, "
+        f"`doc_id`, `rank` = teacher_rank, `score` = teacher_score{', `text`' if m['with_text'] else ''})"
+        + (": it holds the texts, so lightning-ir reads it offline." if m["with_text"] else ".")
+    ]
+    if m.get("teacher_run_file"):
+        lines.append(f"As a TREC run named by its ir_datasets id: `{m['teacher_run_file']}`.")
+    return lines
 
 
 def write_card(out_dir: Path, metadata: dict[str, Any]) -> Path:

@@ -11,11 +11,15 @@ line. Rows are ordered by query (teacher-run order), then teacher rank. DIR gets
     data/train-0000i-of-0000N.parquet   queries are never split across shards
     metadata.json                       also in each shard's schema metadata (key b"distillm")
     README.md                           the dataset card (pipeline.dataset.card)
-    __{teacher}-{first stage}-{label}-sampled-{depth}__{dataset id}.run   for lightning-ir
+    __{teacher}-{first stage}-{label}-sampled-{depth}__{name}.parquet   lightning-ir's RunDataset reads it
+    __{teacher}-{first stage}-{label}-sampled-{depth}__{ir_datasets id}.run   the same as TREC, with a known id
 
-Both runs are held in memory (peak RSS about 1 GB for two 1M-line runs, mostly the
-reader's); passage text is fetched from the memory-mapped corpus store one chunk of rows
-at a time, so the corpus never is.
+(the lightning-ir files and their naming: pipeline.dataset.lightning_ir)
+
+Memory does not grow with the runs: they are read one query at a time and the joined rows go
+to a temporary Arrow file beside DIR (`pipeline.dataset.rows`), which is read back memory-mapped
+one chunk of rows at a time, as is the passage text from the corpus store. A run whose queries
+are not contiguous is read whole instead, as before (~1 GB per 1M lines).
 """
 
 from __future__ import annotations
@@ -27,18 +31,21 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from pipeline import __version__
 from pipeline.dataset import DATASET_FORMAT, METADATA_KEY, SHARD_PATTERN, dataset_schema
 from pipeline.errors import InputError
 
 log = logging.getLogger(__name__)
-_CHUNK_ROWS = 65_536  # rows per Parquet row group: bounds the passage text held at once
+_CHUNK_ROWS = 65_536  # rows per Parquet row group: bounds the passage text held at once (= rows.CHUNK_ROWS)
 
 
 def ranking_positions(run: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -108,11 +115,6 @@ def shard_bounds(query_sizes: np.ndarray, shard_rows: int) -> list[tuple[int, in
     return bounds
 
 
-def teacher_run_name(teacher: str, first_stage: str, label: str, depth: int, dataset_id: str) -> str:
-    """Lightning-IR's name for a published run, e.g. __rankzephyr-colbert-10000-sampled-100__msmarco-passage-train-judged.run"""
-    return f"__{teacher}-{first_stage}-{label}-sampled-{depth}__{dataset_id.replace('/', '-')}.run"
-
-
 def _stats_provenance(stats_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         stats = json.loads(stats_path.read_text())
@@ -126,59 +128,149 @@ def _stats_provenance(stats_path: Path) -> tuple[dict[str, Any], dict[str, Any]]
     return stats, provenance
 
 
+def teacher_provenance(
+    args: argparse.Namespace, n_queries: int, shortest: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(stats, provenance) of the teacher run (`n_queries` queries, the shortest with `shortest`
+    candidates): from `distillm rerank`'s stats JSON, or, for a run from elsewhere (a published
+    run, RankGPT's, another tool's), from the command line."""
+    if args.teacher_stats is not None:
+        if args.teacher_model or args.teacher_depth or args.teacher_prompt:
+            raise ValueError("--teacher-model/--teacher-depth/--teacher-prompt describe a run without --teacher-stats")
+        stats, provenance = _stats_provenance(args.teacher_stats)
+        return stats, {**provenance, "source": args.teacher_source}
+    if not args.teacher_model:
+        raise ValueError("a teacher run without --teacher-stats needs --teacher-model (and --teacher-depth)")
+    depth = args.teacher_depth or shortest
+    if depth < 1:
+        raise ValueError("--teacher-depth must be positive")
+    log.info(
+        "teacher run %s from outside: model %s, depth %d (given on the command line)",
+        args.teacher,
+        args.teacher_model,
+        depth,
+    )
+    provenance = {
+        "model": args.teacher_model,
+        "depth": depth,
+        "prompt": args.teacher_prompt,
+        "source": args.teacher_source,
+    }
+    return {"queries": n_queries}, provenance
+
+
 def export_dataset(args: argparse.Namespace) -> dict[str, Any]:
     """Write the dataset directory described in the module docstring; returns its metadata."""
-    from pipeline.dataset.card import write_card
-    from pipeline.io.corpus import CorpusStore
-    from pipeline.io.sources import load_queries
-    from pipeline.io.trec import read_trec_run, write_trec_run
-
     if args.with_text and args.corpus is None:
         raise ValueError("--with-text needs --corpus")
-    stats, provenance = _stats_provenance(args.teacher_stats)
-    teacher, first_stage = read_trec_run(args.teacher), read_trec_run(args.first_stage)
-    if teacher.empty:
-        raise InputError(args.teacher, None, "teacher run is empty")
-    n_queries = teacher["qid"].nunique()
+    out = Path(args.out)
+    rows_path = out.with_name(out.name + ".rows.tmp")  # the joined rows, read back slice by slice
+    try:
+        joined = _join(args, rows_path)
+        return _write(args, joined, out)
+    finally:
+        rows_path.unlink(missing_ok=True)
+
+
+@dataclass
+class _Joined:
+    """The teacher run joined with the first stage: the rows (a memory-mapped Arrow table,
+    `pipeline.dataset.rows.ROWS_SCHEMA`, ordered by query then teacher rank) and per query, in
+    order, its id, its number of rows and the teacher line of its first row."""
+
+    rows: pa.Table
+    qids: list[str]
+    sizes: list[int]
+    top_lines: list[int]
+    stats: dict[str, Any]
+    provenance: dict[str, Any]
+    names: dict[str, str]
+
+
+def _join(args: argparse.Namespace, rows_path: Path) -> _Joined:
+    """Read both runs (checking every line), the teacher's provenance, and join them into rows_path:
+    query by query, or, for a run whose queries are not contiguous, both runs whole (as before)."""
+    from pipeline.dataset.rows import FirstStageIndex, join_rows, read_rows, scan_teacher
+    from pipeline.io.run_stream import NotGrouped
+
+    try:
+        scan = scan_teacher(args.teacher)  # empty runs raise
+        first_stage = FirstStageIndex(args.first_stage)
+    except NotGrouped:
+        return _join_in_memory(args, rows_path)
+    stats, provenance = teacher_provenance(args, len(scan.qids), min(scan.sizes))
+    _check_query_count(args, stats, len(scan.qids))
+    join_rows(args.teacher, first_stage, provenance["depth"], rows_path)
+    depth = provenance["depth"]
+    names = _names(args, first_stage.tag, scan.tag)
+    return _Joined(
+        read_rows(rows_path), scan.qids, [min(depth, n) for n in scan.sizes], scan.top_lines, stats, provenance, names
+    )
+
+
+def _join_in_memory(args: argparse.Namespace, rows_path: Path) -> _Joined:
+    from pipeline.dataset.rows import ROWS_SCHEMA, read_rows
+    from pipeline.io.trec import read_trec_run
+
+    teacher, first_stage = read_trec_run(args.teacher), read_trec_run(args.first_stage)  # empty runs raise
+    counts = teacher.groupby("qid", sort=False).size()
+    stats, provenance = teacher_provenance(args, len(counts), int(counts.min()))
+    _check_query_count(args, stats, len(counts))
+    rows = teacher_rows(teacher, args.teacher, first_stage, args.first_stage, provenance["depth"])
+    names = _names(args, str(first_stage["tag"].iloc[0]), str(teacher["tag"].iloc[0]))
+    del teacher, first_stage
+    with pa.OSFile(str(rows_path), "wb") as sink, pa.ipc.new_file(sink, ROWS_SCHEMA) as writer:
+        writer.write_table(pa.Table.from_pandas(rows[ROWS_SCHEMA.names], schema=ROWS_SCHEMA, preserve_index=False))
+    firsts = rows.groupby("qid", sort=False).head(1)
+    sizes = rows.groupby("qid", sort=False).size().tolist()
+    return _Joined(
+        read_rows(rows_path), firsts["qid"].tolist(), sizes, firsts["line"].tolist(), stats, provenance, names
+    )
+
+
+def _check_query_count(args: argparse.Namespace, stats: dict[str, Any], n_queries: int) -> None:
     if isinstance(stats.get("queries"), int) and stats["queries"] != n_queries:
         raise InputError(
             args.teacher_stats, None, f"stats describe {stats['queries']} queries, {args.teacher} has {n_queries}"
         )
-    rows = teacher_rows(teacher, args.teacher, first_stage, args.first_stage, provenance["depth"])
-    names = {
-        "first_stage": args.first_stage_name or str(first_stage["tag"].iloc[0]),
-        "teacher": args.teacher_name or str(teacher["tag"].iloc[0]),
-    }
+
+
+def _names(args: argparse.Namespace, first_stage_tag: str, teacher_tag: str) -> dict[str, str]:
+    names = {"first_stage": args.first_stage_name or first_stage_tag, "teacher": args.teacher_name or teacher_tag}
     for what, name in names.items():  # they name files and tag a TREC run
         if not re.fullmatch(r"[\w.+-]+", name):
             raise ValueError(f"{what} name {name!r}: use letters, digits, '.', '+', '-', '_' only")
-    del teacher, first_stage
+    return names
+
+
+def _write(args: argparse.Namespace, joined: _Joined, out: Path) -> dict[str, Any]:
+    """Check the rows' queries and passages, then write the dataset directory (built aside, renamed)."""
+    from pipeline.dataset.card import write_card
+    from pipeline.dataset.lightning_ir import write_parquet
+    from pipeline.io.corpus import CorpusStore
+    from pipeline.io.sources import load_queries
+
     queries = load_queries(args.queries)
     corpus = None if args.corpus is None else CorpusStore(args.corpus)
-    _check_references(rows, args, queries, corpus)
-
-    sizes = rows.groupby("qid", sort=False).size().to_numpy()
-    bounds = shard_bounds(sizes, args.shard_rows)
-    metadata = build_metadata(args, stats, provenance, names, len(sizes), bounds)
-    out = Path(args.out)
+    _check_references(joined, args, queries, corpus)
+    bounds = shard_bounds(np.asarray(joined.sizes), args.shard_rows)
+    metadata = build_metadata(args, joined.stats, joined.provenance, joined.names, len(joined.sizes), bounds)
     if out.exists() and any(out.iterdir()) and not (out / "metadata.json").exists():
         raise InputError(out, None, "exists and is not a dataset export; refusing to overwrite it")
     tmp = out.with_name(out.name + ".tmp")  # built aside and renamed: never a half-written dataset
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "data").mkdir(parents=True)
-    rows["query"] = rows["qid"].map(queries)
-    rows["teacher_score"] = (provenance["depth"] - rows["teacher_rank"] + 1).astype(np.float32)
-    write_shards(rows, metadata, tmp, corpus if args.with_text else None)
-    run = pd.DataFrame(
-        {
-            "qid": rows["qid"].astype(object),  # object, not Arrow strings: write_trec_run iterates them
-            "doc_id": rows["doc_id"].astype(object),
-            "rank": rows["teacher_rank"],
-            "score": rows["teacher_score"].astype(np.float64),
-            "tag": pd.Series(names["teacher"], index=rows.index, dtype=object),
-        }
-    )
-    write_trec_run(run, tmp / metadata["teacher_run_file"])
+    depth = joined.provenance["depth"]
+
+    def complete(chunk: pd.DataFrame) -> pd.DataFrame:
+        chunk["query"] = chunk["qid"].map(queries)
+        chunk["teacher_score"] = (depth - chunk["teacher_rank"] + 1).astype(np.float32)
+        return chunk
+
+    write_shards(joined.rows, metadata, tmp, corpus if args.with_text else None, complete)
+    write_parquet([tmp / s["file"] for s in metadata["shards"]], tmp / metadata["lightning_ir_file"], args.with_text)
+    if metadata["teacher_run_file"]:
+        write_teacher_run(joined.rows, depth, joined.names["teacher"], tmp / metadata["teacher_run_file"])
     (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
     write_card(tmp, metadata)
     if out.exists():
@@ -187,23 +279,49 @@ def export_dataset(args: argparse.Namespace) -> dict[str, Any]:
     return metadata
 
 
-def _check_references(rows: pd.DataFrame, args: argparse.Namespace, queries: dict[str, str], corpus) -> None:
-    """Every kept query must have a text and, given a corpus, every kept doc a passage."""
-    unknown = ~rows["qid"].isin(queries.keys())
-    if unknown.any():
-        first = rows[unknown].iloc[0]
-        raise InputError(
-            args.teacher, int(first["line"]), f"query {first['qid']!r} is not in the queries {args.queries}"
-        )
-    if corpus is not None:
-        missing = set(corpus.missing(list(pd.unique(rows["doc_id"]))))
-        if missing:
-            first = rows[rows["doc_id"].isin(missing)].iloc[0]
-            raise InputError(
-                args.teacher,
-                int(first["line"]),
-                f"doc {first['doc_id']!r} is not in the corpus {args.corpus} ({len(missing)} unknown doc ids)",
+def write_teacher_run(rows: pa.Table, depth: int, tag: str, path: Path) -> None:
+    """The rows as a TREC run (rank = teacher rank, score = depth - rank + 1), chunk by chunk,
+    in `write_trec_run`'s format; atomically (temp file + rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for batch in rows.to_batches(max_chunksize=_CHUNK_ROWS):
+            qids, docs = batch.column("qid").to_pylist(), batch.column("doc_id").to_pylist()
+            ranks = batch.column("teacher_rank").to_pylist()
+            f.write(
+                "".join(
+                    f"{q} Q0 {d} {r} {float(depth - r + 1)!r} {tag}\n"
+                    for q, d, r in zip(qids, docs, ranks, strict=True)
+                )
             )
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _check_references(joined: _Joined, args: argparse.Namespace, queries: dict[str, str], corpus) -> None:
+    """Every kept query must have a text and, given a corpus, every kept doc a passage (the first
+    row of each in row order is named; the rows are checked a slice at a time)."""
+    for qid, line in zip(joined.qids, joined.top_lines, strict=True):
+        if qid not in queries:
+            raise InputError(args.teacher, int(line), f"query {qid!r} is not in the queries {args.queries}")
+    if corpus is None:
+        return
+    missing: set[str] = set()
+    first: tuple[str, int] | None = None
+    for batch in joined.rows.to_batches(max_chunksize=_CHUNK_ROWS):
+        doc_ids = batch.column("doc_id").to_pylist()
+        _, found = corpus.rows_of(doc_ids)
+        if not found.all():
+            bad = np.flatnonzero(~found)
+            missing.update(doc_ids[i] for i in bad)
+            if first is None:
+                first = (doc_ids[bad[0]], batch.column("line")[int(bad[0])].as_py())
+    if first is not None:
+        raise InputError(
+            args.teacher,
+            int(first[1]),
+            f"doc {first[0]!r} is not in the corpus {args.corpus} ({len(missing)} unknown doc ids)",
+        )
 
 
 def build_metadata(
@@ -214,26 +332,29 @@ def build_metadata(
     n_queries: int,
     bounds: list[tuple[int, int]],
 ) -> dict[str, Any]:
-    """The dataset metadata: how it was made (teacher provenance), counts, repairs, shards."""
+    """The dataset metadata: how it was made (teacher provenance), counts, repairs, shards, file names."""
+    from pipeline.dataset.lightning_ir import file_names, ir_datasets_id
+
     queries = str(args.queries)
     dataset_id = args.dataset_id or (
         queries.removeprefix("irds:") if queries.startswith("irds:") else Path(queries).stem
     )
     label = args.sample_label or str(n_queries)
     backend = provenance.get("backend")
-    return {
+    metadata = {
         "format": DATASET_FORMAT,
         "name": args.name or f"rank-distillm-{names['teacher']}-{names['first_stage']}",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "pipeline_version": __version__,
         **names,
-        **{key: provenance.get(key) for key in ("model", "prompt", "prompt_sha256", "window", "stride")},
+        **{key: provenance.get(key) for key in ("model", "prompt", "prompt_sha256", "window", "stride", "max_words")},
+        "teacher_source": provenance.get("source"),
         "depth": provenance["depth"],
         "queries": n_queries,
         "rows": bounds[-1][1],
         "with_text": bool(args.with_text),
         "license": args.license,
         "dataset_id": dataset_id,
+        "ir_datasets_id": ir_datasets_id(queries, args.dataset_id),
         "sample_label": label,
         **{key: stats.get(key) for key in ("windows", "windows_repaired", "repair_rate", "ids_missing")},
         "repairs": stats.get("repairs", {}),
@@ -249,18 +370,26 @@ def build_metadata(
                 ("corpus", args.corpus),
             )
         },
-        "teacher_run_file": teacher_run_name(
-            names["teacher"], names["first_stage"], label, provenance["depth"], dataset_id
-        ),
         "shards": [
             {"file": SHARD_PATTERN.format(index=i, count=len(bounds)), "rows": end - start}
             for i, (start, end) in enumerate(bounds)
         ],
     }
+    files = file_names(metadata)
+    return {**metadata, "lightning_ir_file": files["parquet"], "teacher_run_file": files["trec"]}
 
 
-def write_shards(rows: pd.DataFrame, metadata: dict[str, Any], out: Path, corpus=None) -> None:
-    """Write metadata["shards"] from rows (in order), a row group per chunk; text from corpus if given."""
+def write_shards(
+    rows: pd.DataFrame | pa.Table,
+    metadata: dict[str, Any],
+    out: Path,
+    corpus=None,
+    complete: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+) -> None:
+    """Write metadata["shards"] from rows (in order), a row group per chunk; text from corpus if given.
+
+    `rows` is a frame or an Arrow table (e.g. memory-mapped: only one chunk is in memory at a
+    time); `complete` adds columns to each chunk (as a frame) before it is written."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -271,7 +400,10 @@ def write_shards(rows: pd.DataFrame, metadata: dict[str, Any], out: Path, corpus
         end = start + shard["rows"]
         with pq.ParquetWriter(out / shard["file"], schema) as writer:
             for lo in range(start, end, _CHUNK_ROWS):
-                chunk = rows.iloc[lo : min(lo + _CHUNK_ROWS, end)]
+                hi = min(lo + _CHUNK_ROWS, end)
+                chunk = rows.iloc[lo:hi] if isinstance(rows, pd.DataFrame) else rows.slice(lo, hi - lo).to_pandas()
+                if complete is not None:
+                    chunk = complete(chunk)
                 columns = {
                     field.name: pa.array(chunk[field.name], field.type)
                     for field in schema
@@ -287,8 +419,16 @@ def write_shards(rows: pd.DataFrame, metadata: dict[str, Any], out: Path, corpus
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("export", help="teacher + first-stage runs -> Parquet dataset with card")
     p.add_argument("--first-stage", type=Path, required=True, help="first-stage TREC run the teacher re-ranked")
-    p.add_argument("--teacher", type=Path, required=True, help="teacher TREC run (distillm rerank)")
-    p.add_argument("--teacher-stats", type=Path, required=True, help="the teacher's stats JSON (provenance.depth ...)")
+    p.add_argument("--teacher", type=Path, required=True, help="teacher TREC run (distillm rerank, or any other)")
+    p.add_argument(
+        "--teacher-stats", type=Path, help="the teacher's stats JSON of distillm rerank (provenance.depth ...)"
+    )
+    p.add_argument("--teacher-model", help="without --teacher-stats: the model that ranked the teacher run")
+    p.add_argument(
+        "--teacher-depth", type=int, help="without --teacher-stats: ranks re-ranked per query (default: all)"
+    )
+    p.add_argument("--teacher-prompt", help="without --teacher-stats: the prompt or method, for the card")
+    p.add_argument("--teacher-source", help="where the teacher run comes from (URL, DOI, citation), for the card")
     p.add_argument("--queries", required=True, help="queries file or irds:<id>")
     p.add_argument("--corpus", type=Path, help="corpus store: checks doc ids; with --with-text adds a text column")
     p.add_argument("--with-text", action="store_true", help="add the passage text (MS MARCO's licence terms apply)")
@@ -297,7 +437,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--shard-rows", type=int, default=1_000_000, help="rows per Parquet shard (whole queries)")
     p.add_argument("--first-stage-name", help="first stage name (default: the first-stage run's tag)")
     p.add_argument("--teacher-name", help="teacher name (default: the teacher run's tag)")
-    p.add_argument("--dataset-id", help="ir_datasets id of the queries, for the run name (default: from --queries)")
+    p.add_argument(
+        "--dataset-id",
+        help="ir_datasets id of the queries, e.g. msmarco-passage/train/judged: names the lightning-ir .run "
+        "(default: the id of irds:<id> queries; none: no .run, a warning)",
+    )
     p.add_argument("--sample-label", help="query-sample label in the run name (default: the number of queries)")
     p.add_argument("--license", default="cc-by-nc-4.0", help="licence id for the card and Zenodo")
     p.set_defaults(func=_main)

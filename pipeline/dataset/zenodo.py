@@ -1,14 +1,21 @@
 """`distillm publish` and `distillm fetch-dataset`: the dataset on Zenodo, over its REST deposit API.
 
     distillm publish DIR --version V [--publish] [--new-version-of RECORD | --draft ID]
-    distillm fetch-dataset RECORD --out DIR
+    distillm fetch-dataset RECORD --out DIR [--file PATTERN ...]
 
 publish packs DIR as `NAME-V.tar.gz` plus `MANIFEST.sha256` (sha256sum format: the archive
 and every file in it), creates a deposition (or a new version of RECORD, whose carried-over
 files are deleted), uploads both to the deposition's bucket and checks each upload's md5
 against the server's, sets the metadata from the dataset card, and publishes only with
 --publish. fetch-dataset downloads a record's files, checks md5 (record) and sha256
-(manifest), unpacks the archive and validates the dataset.
+(manifest), unpacks the archive and validates the dataset; it replaces an existing --out
+only if that is an earlier fetch of the same record (or with --overwrite).
+
+A record that is not an export (no MANIFEST.sha256), e.g. the published Rank-DistiLLM runs,
+is downloaded file by file (or those --file names), each checked against the record's md5.
+The deposition calls of publish are zenodo-client's (pipeline.dataset.deposition); fetching is
+ours: zenodo-client's downloads need a token even for public records, go to its own cache
+folder and check no checksum.
 
 The sandbox (https://sandbox.zenodo.org) is the default; https://zenodo.org needs
 --production. The token (ZENODO_TOKEN, or `token` in ~/.config/distillm/zenodo.toml) goes
@@ -61,27 +68,46 @@ class Zenodo:
     def call(
         self, method: str, url: str, expect: tuple[int, ...], json: Any = None, upload: Path | None = None, stream=False
     ):
-        """One request, retried on 429/5xx/connection errors; ZenodoError on any other answer."""
+        """One request, retried on 429/5xx/connection errors; ZenodoError on any answer not in expect."""
+        with contextlib.ExitStack() as stack:
+            body = stack.enter_context(open(upload, "rb")) if upload is not None else None
+            return self.request(method, url, expect=expect, json=json, data=body, stream=stream)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        expect: tuple[int, ...] | None = None,
+        json: Any = None,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, Any] | None = None,
+        timeout: float = 300,
+        stream: bool = False,
+    ):
+        """One request, retried on 429/5xx/connection errors (a file body is re-sent from its start);
+        ZenodoError on any other answer not in expect (None: any 2xx). The token goes in a header, only to
+        the server's own host."""
         import requests
 
         url = url if url.startswith(("http://", "https://")) else self.base_url + url
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", **(headers or {})}
         if self._token and urlsplit(url)[:2] == self._host:  # never hand the token to another host
             headers["Authorization"] = f"Bearer {self._token}"
-        if upload is not None:
+        if data is not None and hasattr(data, "read"):
             headers["Content-Type"] = "application/octet-stream"
         what = f"{method} {urlsplit(url).path}"
         for attempt in range(self.retries + 1):
+            if hasattr(data, "seek"):
+                data.seek(0)
             try:
-                with contextlib.ExitStack() as stack:  # a retry re-sends the file from its start
-                    body = stack.enter_context(open(upload, "rb")) if upload is not None else None
-                    response = self._session.request(
-                        method, url, json=json, data=body, headers=headers, timeout=300, stream=stream
-                    )
+                response = self._session.request(
+                    method, url, json=json, data=data, headers=headers, params=params, timeout=timeout, stream=stream
+                )
             except requests.RequestException as e:
                 problem, wait = type(e).__name__, self.backoff * 2**attempt
             else:
-                if response.status_code in expect:
+                if response.status_code in expect if expect else 200 <= response.status_code < 300:
                     return response
                 problem = f"HTTP {response.status_code}: {_message(response)}"
                 if response.status_code != 429 and response.status_code < 500:
@@ -156,70 +182,144 @@ def build_archive(dataset: Path, name: str, version: str, dist: Path) -> tuple[P
 
 
 def publish(client: Zenodo, dataset: Path, version: str, creators: list[dict[str, str]], args) -> dict[str, Any]:
-    """Create (or continue) a deposition, replace its files, set metadata, publish if asked; returns a receipt."""
+    """Create (or continue) a deposition, replace its files, set metadata, publish if asked; returns a receipt.
+
+    The deposition calls (create, upload, new version, publish) are zenodo-client's, sent through
+    client (pipeline.dataset.deposition); deleting carried-over files, listing the files and setting
+    a draft's metadata are calls zenodo-client does not have, made with client directly.
+    """
     import json
 
     from pipeline.dataset.card import zenodo_metadata
+    from pipeline.dataset.deposition import deposition_api
 
     meta = json.loads((dataset / "metadata.json").read_text())
     metadata = zenodo_metadata(dataset / "README.md", version, creators)
     archive, manifest = build_archive(dataset, meta["name"], version, args.dist or dataset.parent / "dist")
-    if args.new_version_of:
-        done = client.call("POST", f"/api/deposit/depositions/{args.new_version_of}/actions/newversion", (201,))
-        deposition = client.call("GET", done.json()["links"]["latest_draft"], (200,)).json()
-    elif args.draft:
-        deposition = client.call("GET", f"/api/deposit/depositions/{args.draft}", (200,)).json()
-    else:
-        deposition = client.call("POST", "/api/deposit/depositions", (201,), json={}).json()
-    links = deposition["links"]
-    for old in client.call("GET", links["files"], (200,)).json():  # carried over from the previous version
-        client.call("DELETE", f"{links['files']}/{old['id']}", (204,))
-        log.info("deleted carried-over file %s", old.get("filename"))
-    uploaded = {}
-    for path in (archive, manifest):
-        local = file_digest(path, "md5")
-        answer = client.call("PUT", f"{links['bucket']}/{path.name}", (200, 201), upload=path).json()
-        if answer.get("checksum") != f"md5:{local}":
-            raise ZenodoError(f"upload of {path.name}: server checksum {answer.get('checksum')} != local md5:{local}")
-        uploaded[path.name] = f"md5:{local}"
-        log.info("uploaded %s (%d bytes, md5 %s)", path.name, path.stat().st_size, local)
-    listed = {f["filename"]: f["checksum"] for f in client.call("GET", links["files"], (200,)).json()}
-    if {k: v if v.startswith("md5:") else f"md5:{v}" for k, v in listed.items()} != uploaded:
-        raise ZenodoError(f"deposition files {sorted(listed)} do not match the uploads {sorted(uploaded)}")
-    client.call("PUT", links["self"], (200,), json={"metadata": metadata})
-    receipt = {"base_url": client.base_url, "deposition": deposition["id"], "files": uploaded, "published": False}
-    receipt["draft_html"] = links.get("html")
-    if args.publish:
-        done = client.call("POST", links["publish"], (202,)).json()
-        receipt.update(published=True, record=done.get("record_id"), doi=done.get("doi"))
+    with deposition_api(client) as api:
+        if args.new_version_of:
+            draft = api.new_version(args.new_version_of, sleep=False).json()["links"]["latest_draft"]
+            deposition = client.call("GET", draft, (200,)).json()
+        elif args.draft:
+            deposition = client.call("GET", f"/api/deposit/depositions/{args.draft}", (200,)).json()
+        else:  # zenodo-client creates it with the metadata and reads it back
+            deposition = api.create({"metadata": metadata}, paths=[], publish=False).json()
+        links = deposition["links"]
+        for old in deposition.get("files") or []:  # carried over from the previous version or upload
+            client.call("DELETE", f"{links['files']}/{old['id']}", (204,))
+            log.info("deleted carried-over file %s", old.get("filename"))
+        uploaded = {}
+        for path in (archive, manifest):
+            local = file_digest(path, "md5")
+            [answer] = api._upload_files(bucket=links["bucket"], paths=[path], timeout=3600)  # zenodo-client's upload
+            checksum = answer.json().get("checksum")
+            if checksum != f"md5:{local}":
+                raise ZenodoError(f"upload of {path.name}: server checksum {checksum} != local md5:{local}")
+            uploaded[path.name] = f"md5:{local}"
+            log.info("uploaded %s (%d bytes, md5 %s)", path.name, path.stat().st_size, local)
+        listed = {f["filename"]: f["checksum"] for f in client.call("GET", links["files"], (200,)).json()}
+        if {k: v if v.startswith("md5:") else f"md5:{v}" for k, v in listed.items()} != uploaded:
+            raise ZenodoError(f"deposition files {sorted(listed)} do not match the uploads {sorted(uploaded)}")
+        client.call("PUT", links["self"], (200,), json={"metadata": metadata})  # zenodo-client has no such call
+        receipt = {"base_url": client.base_url, "deposition": deposition["id"], "files": uploaded, "published": False}
+        receipt["draft_html"] = links.get("html")
+        if args.publish:
+            done = api.publish(deposition["id"], sleep=False).json()
+            receipt.update(published=True, record=done.get("record_id"), doi=done.get("doi"))
     (archive.parent / f"{archive.name}.zenodo.json").write_text(json.dumps(receipt, indent=2) + "\n")
     return receipt
 
 
-def fetch(client: Zenodo, record: str, out: Path) -> Path:
-    """Download a record's files, check md5 and sha256, unpack the archive into out."""
+def fetch(client: Zenodo, record: str, out: Path, overwrite: bool = False, patterns: list[str] | None = None) -> bool:
+    """Download a record's files and check their md5; True if it was a distillm export.
+
+    An export (a record with MANIFEST.sha256, as `distillm publish` makes) is checked against
+    the manifest's sha256s and unpacked into out. Any other record, e.g. the published
+    Rank-DistiLLM runs (zenodo.org records 12528410, 15131907), has its files, or those matching
+    `patterns` (shell globs), downloaded into the folder out as they are.
+
+    An existing out is replaced only if it is an earlier fetch of the same record from the
+    same server (its receipt `OUT.zenodo.json` says so) or with overwrite; else InputError,
+    before anything is downloaded. The receipt is written after each fetch.
+    """
+    import json
+
+    receipt = out.with_name(out.name + ".zenodo.json")
+    if out.exists() and not overwrite and not _earlier_fetch(out, receipt, client.base_url, record):
+        raise InputError(
+            out,
+            None,
+            f"exists and is not an earlier fetch of record {record} from {client.base_url} (no {receipt.name} "
+            "saying so): refusing to replace it; remove it, choose another --out, or pass --overwrite",
+        )
     files = client.call("GET", f"/api/records/{record}", (200,)).json().get("files", [])
     files = files.get("entries", files) if isinstance(files, dict) else files
     entries = list(files.values()) if isinstance(files, dict) else files
+    export = any(_file_name(e) == "MANIFEST.sha256" for e in entries)
+    if patterns:
+        if export:
+            raise ValueError(f"record {record} is a distillm export (MANIFEST.sha256): fetch it whole, without --file")
+        entries = _matching(entries, patterns, record)
     work = out.with_name(out.name + ".download")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        unpacked = _download_and_verify(client, record, entries, work)
-        if out.exists():
+        if export:
+            unpacked = _download_and_verify(client, record, entries, work)
+        else:
+            unpacked = _download(client, record, entries, work / "files")
+            log.info("record %s: %d file(s) (%d bytes), not a distillm export", record, len(entries), _size(entries))
+        if out.is_dir():
             shutil.rmtree(out)
+        elif out.exists():
+            out.unlink()
         os.replace(unpacked, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return out
+    names = {_file_name(entry): entry.get("checksum") for entry in entries}
+    receipt.write_text(
+        json.dumps({"base_url": client.base_url, "record": str(record), "files": names}, indent=2) + "\n"
+    )
+    return export
 
 
-def _download_and_verify(client: Zenodo, record: str, entries: list[dict[str, Any]], work: Path) -> Path:
-    """Download into work, check md5s and the manifest's sha256s, unpack; returns the dataset directory."""
-    import tarfile
+def _file_name(entry: dict[str, Any]) -> str:
+    return entry.get("key") or entry["filename"]
 
+
+def _size(entries: list[dict[str, Any]]) -> int:
+    return sum(int(e.get("size") or e.get("filesize") or 0) for e in entries)
+
+
+def _matching(entries: list[dict[str, Any]], patterns: list[str], record: str) -> list[dict[str, Any]]:
+    """The entries whose names match any pattern; ValueError naming the record's files if a pattern matches none."""
+    from fnmatch import fnmatchcase
+
+    names = [_file_name(e) for e in entries]
+    for pattern in patterns:
+        if not any(fnmatchcase(n, pattern) for n in names):
+            raise ValueError(f"--file {pattern!r} matches no file of record {record}: it has {', '.join(names)}")
+    return [e for e in entries if any(fnmatchcase(_file_name(e), pattern) for pattern in patterns)]
+
+
+def _earlier_fetch(out: Path, receipt: Path, base_url: str, record: str) -> bool:
+    """Whether out is an empty directory, or what an earlier fetch of this record from this server made."""
+    import json
+
+    if out.is_dir() and not any(out.iterdir()):
+        return True
+    try:
+        earlier = json.loads(receipt.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(earlier, dict) and (earlier.get("base_url"), earlier.get("record")) == (base_url, str(record))
+
+
+def _download(client: Zenodo, record: str, entries: list[dict[str, Any]], work: Path) -> Path:
+    """Download the entries into work (created), each checked against the record's md5; returns work."""
+    work.mkdir(parents=True, exist_ok=True)
     for entry in entries:
-        name = entry.get("key") or entry["filename"]
+        name = _file_name(entry)
         if Path(name).name != name or name.startswith("."):
             raise ZenodoError(f"record {record}: refusing file name {name!r}")
         response = client.call("GET", entry["links"].get("content") or entry["links"]["self"], (200,), stream=True)
@@ -229,6 +329,14 @@ def _download_and_verify(client: Zenodo, record: str, entries: list[dict[str, An
         checksum, local = entry.get("checksum", ""), file_digest(work / name, "md5")
         if checksum.removeprefix("md5:") != local:
             raise ZenodoError(f"{name}: md5 {local} does not match the record's {checksum}")
+    return work
+
+
+def _download_and_verify(client: Zenodo, record: str, entries: list[dict[str, Any]], work: Path) -> Path:
+    """Download into work, check md5s and the manifest's sha256s, unpack; returns the dataset directory."""
+    import tarfile
+
+    _download(client, record, entries, work)
     manifest = work / "MANIFEST.sha256"
     if not manifest.exists():
         raise ZenodoError(f"record {record} has no MANIFEST.sha256")
@@ -290,9 +398,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     which.add_argument("--draft", metavar="DEPOSITION_ID", help="continue this unpublished deposition")
     p.add_argument("--creator", action="append", default=[], help='"Family, Given; Affiliation" (repeatable)')
     p.add_argument("--dist", type=Path, help="where the archive and manifest go (default DIR/../dist)")
-    q = subparsers.add_parser("fetch-dataset", help="download a published dataset version, verify, validate")
-    q.add_argument("record", help="Zenodo record id")
-    q.add_argument("--out", type=Path, required=True, help="dataset directory to create")
+    q = subparsers.add_parser(
+        "fetch-dataset", help="download a published dataset version (or any record's files), verify, validate"
+    )
+    q.add_argument("record", help="Zenodo record id (e.g. 15131907: the published Rank-DistiLLM runs, --production)")
+    q.add_argument(
+        "--out", type=Path, required=True, help="dataset directory (or, for other records, folder) to create"
+    )
+    q.add_argument(
+        "--file",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="of a record that is not a distillm export: only the files matching this glob (repeatable)",
+    )
+    q.add_argument(
+        "--overwrite", action="store_true", help="replace --out even if it is not an earlier fetch of this record"
+    )
     for parser, func in ((p, _publish_main), (q, _fetch_main)):
         server = parser.add_mutually_exclusive_group()
         server.add_argument("--sandbox", action="store_true", help="https://sandbox.zenodo.org (the default)")
@@ -332,10 +454,17 @@ def _fetch_main(args: argparse.Namespace) -> int:
 
     client, _ = _client(args, need_token=False)
     try:
-        out = fetch(client, args.record, args.out)
+        export = fetch(client, args.record, args.out, args.overwrite, args.file)
     except ZenodoError as e:
         print(f"distillm fetch-dataset: error: {client.redact(str(e))}", file=sys.stderr)
         return 1
+    out = args.out
+    if not export:
+        files = sorted(p.name for p in out.iterdir())
+        print(
+            f"{out}: {len(files)} file(s) of record {args.record}, md5 checked (not a distillm export): {', '.join(files)}"
+        )
+        return 0
     summary, problems = validate_dataset(out)
     for problem in problems:
         print(f"{problem.qid}\t{problem.doc_id}\t{problem.message}")

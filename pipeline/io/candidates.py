@@ -30,24 +30,30 @@ def read_candidates(path: str | Path, tag: str = "candidates") -> Candidates:
     A passage id that appears under several queries must carry the same text each time;
     a different text, an empty query, a hit without id or text, or the same doc twice
     under one query raise InputError naming the entry (`path:ENTRY`, 1-based) and hit.
+    Bytes that are not UTF-8 are named by line and byte offset; a file without any hit raises.
     """
     path = Path(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            entries = json.load(f)
-    except UnicodeDecodeError as e:
-        raise InputError(path, None, f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
-    except json.JSONDecodeError as e:
-        raise InputError(path, e.lineno, f"invalid JSON: {e.msg}") from None
+        data = path.read_bytes()
     except FileNotFoundError:
         raise InputError(path, None, "file not found") from None
+    try:
+        entries = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise InputError(
+            path, line, f"not valid UTF-8 (byte 0x{data[e.start]:02x} at byte offset {e.start} of the file)"
+        ) from None
+    except json.JSONDecodeError as e:
+        raise InputError(path, e.lineno, f"invalid JSON: {e.msg}") from None
+    del data
     if not isinstance(entries, list):
         raise InputError(path, None, "expected a JSON list of {query, hits} objects")
     queries: dict[str, str] = {}
     passages: dict[str, Passage] = {}
     rows = []
     for number, entry in enumerate(entries, start=1):
-        query, hits = entry.get("query"), entry.get("hits")
+        query, hits = (entry.get("query"), entry.get("hits")) if isinstance(entry, dict) else (None, None)
         if not isinstance(query, str) or not isinstance(hits, list):
             raise InputError(path, number, "entry needs a 'query' string and a 'hits' list")
         if not query.strip():
@@ -66,5 +72,7 @@ def read_candidates(path: str | Path, tag: str = "candidates") -> Candidates:
             if known.text != text:
                 raise InputError(path, number, f"hit {h}: doc {doc_id!r} has a different text than before")
             rows.append((qid, doc_id, int(hit.get("rank", h)), float(hit.get("score", -h)), tag, number))
+    if not rows:
+        raise InputError(path, None, "no candidates: the file holds no query with hits")
     run = pd.DataFrame(rows, columns=list(RUN_COLUMNS)).astype({"rank": np.int64, "line": np.int64})
     return Candidates(queries, passages, run)

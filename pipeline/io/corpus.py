@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from pipeline.schemas import CORPUS_SCHEMA, CORPUS_STORE_FORMAT, Passage
 _ID_KEYS = ("doc_id", "docid", "_id", "id", "pid")
 _TEXT_KEYS = ("text", "contents", "content", "segment", "body")
 _BATCH_ROWS = 65_536
+_SCALAR_LOOKUPS = 1_000  # up to this many rows per lookup, read row by row; more: one take per batch
 
 
 def iter_passages(path: str | Path) -> Iterator[tuple[int, Passage]]:
@@ -87,27 +89,35 @@ def build_corpus_store(
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    ids: list[bytes] = []
-    lines: list[int] = []
+    # the ids as fixed-width bytes, one array per batch (~8 bytes an MS MARCO id, not a Python
+    # object each), and each passage's line: 1/4 of the memory of lists at 8.8M passages
+    id_parts: list[np.ndarray] = []
+    lines = array("q")
     has_title = False
     batch: dict[str, list] = {"doc_id": [], "text": [], "title": []}
+
+    def flush() -> None:
+        writer.write_batch(pa.record_batch(batch, schema=CORPUS_SCHEMA))
+        id_parts.append(np.array([d.encode("utf-8") for d in batch["doc_id"]], dtype=bytes))
+        for values in batch.values():
+            values.clear()
+
     with pa.OSFile(str(tmp / "passages.arrow"), "wb") as sink, pa.ipc.new_file(sink, CORPUS_SCHEMA) as writer:
         for number, passage in tqdm(passages, desc="corpus", unit=" passages", disable=not progress):
             batch["doc_id"].append(passage.doc_id)
             batch["text"].append(passage.text)
             batch["title"].append(passage.title)
             has_title = has_title or passage.title is not None
-            ids.append(passage.doc_id.encode("utf-8"))
             lines.append(number)
             if len(batch["doc_id"]) >= _BATCH_ROWS:
-                writer.write_batch(pa.record_batch(batch, schema=CORPUS_SCHEMA))
-                batch = {k: [] for k in batch}
+                flush()
         if batch["doc_id"]:
-            writer.write_batch(pa.record_batch(batch, schema=CORPUS_SCHEMA))
-    if not ids:
+            flush()
+    if not id_parts:
         raise InputError(source, None, "corpus is empty")
-    id_array = np.array(ids, dtype=f"S{max(map(len, ids))}")
-    del ids
+    width = max(part.dtype.itemsize for part in id_parts)
+    id_array = np.concatenate([part.astype(f"S{width}") for part in id_parts])
+    id_parts.clear()
     order = np.argsort(id_array, kind="stable")
     sorted_ids = id_array[order]
     dup = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1])
@@ -155,6 +165,13 @@ class CorpusStore:
         self._ids = np.load(self.path / "ids.npy", mmap_mode="r")
         self._rows = np.load(self.path / "rows.npy", mmap_mode="r")
         self._table = pa.ipc.open_file(pa.memory_map(str(self.path / "passages.arrow"))).read_all()
+        if not len(self._rows):
+            raise InputError(self.path, None, "the corpus store holds no passages")
+        # Rows are read batch by batch: `Table.take` concatenates each chunked column first,
+        # which copies the whole corpus for every lookup (seconds per query at 8.8M passages).
+        self._batches = self._table.to_batches()
+        self._columns = [batch.columns for batch in self._batches]  # doc_id, text, title (CORPUS_SCHEMA)
+        self._batch_starts = np.cumsum([0] + [b.num_rows for b in self._batches])
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -168,7 +185,12 @@ class CorpusStore:
         width = self._ids.dtype.itemsize
         encoded = [d.encode("utf-8") for d in doc_ids]
         needles = np.array([e if len(e) <= width else b"" for e in encoded], dtype=self._ids.dtype)
-        pos = np.searchsorted(self._ids, needles)
+        if len(needles) > 64:  # sorted needles: each bisection starts where the last one ended (~2x faster)
+            order = np.argsort(needles, kind="stable")
+            pos = np.empty(len(needles), dtype=np.intp)
+            pos[order] = np.searchsorted(self._ids, needles[order])
+        else:
+            pos = np.searchsorted(self._ids, needles)
         pos_clipped = np.minimum(pos, len(self._ids) - 1)
         found = (self._ids[pos_clipped] == needles) & (needles != b"")
         return np.asarray(self._rows[pos_clipped]), found
@@ -183,16 +205,23 @@ class CorpusStore:
         rows, found = self.rows_of(doc_ids)
         if not found.all():
             raise UnknownDocError([d for d, ok in zip(doc_ids, found, strict=True) if not ok])
-        taken = self._table.take(pa.array(rows, type=pa.int64()))
-        return [
-            Passage(d, t, ti)
-            for d, t, ti in zip(
-                taken.column("doc_id").to_pylist(),
-                taken.column("text").to_pylist(),
-                taken.column("title").to_pylist(),
-                strict=True,
-            )
-        ]
+        batch_of = np.searchsorted(self._batch_starts, rows, side="right") - 1
+        local = rows - self._batch_starts[batch_of]
+        if len(rows) <= _SCALAR_LOOKUPS:  # a query's candidates: a few microseconds per row
+            return [self._passage(b, i) for b, i in zip(batch_of.tolist(), local.tolist(), strict=True)]
+        passages: list[Passage | None] = [None] * len(rows)
+        order = np.argsort(batch_of, kind="stable")
+        cuts = np.flatnonzero(np.diff(batch_of[order])) + 1
+        for group in np.split(order, cuts):  # many rows (export): one take per record batch
+            taken = self._batches[int(batch_of[group[0]])].take(pa.array(local[group], type=pa.int64()))
+            columns = (taken.column(name).to_pylist() for name in ("doc_id", "text", "title"))
+            for position, d, t, ti in zip(group.tolist(), *columns, strict=True):
+                passages[position] = Passage(d, t, ti)
+        return passages  # type: ignore[return-value]
+
+    def _passage(self, batch: int, row: int) -> Passage:
+        columns = self._columns[batch]
+        return Passage(columns[0][row].as_py(), columns[1][row].as_py(), columns[2][row].as_py())
 
     def iter_batches(self, batch_size: int = _BATCH_ROWS) -> Iterator[pa.RecordBatch]:
         """Stream the corpus in file order as Arrow record batches (for indexers)."""

@@ -17,7 +17,8 @@ def read_queries(path: str | Path) -> dict[str, str]:
 
     `.jsonl` / `.json` lines are JSON objects (qid under qid/query_id/_id/id, text under
     text/query/title); anything else is TSV. An empty (or whitespace-only) query text, a
-    missing field or a repeated qid raises InputError naming the line.
+    missing field or a repeated qid raises InputError naming the line; a file without any
+    query raises too.
     """
     path = Path(path)
     jsonl = path.name.endswith((".jsonl", ".jsonl.gz", ".json"))
@@ -41,6 +42,8 @@ def read_queries(path: str | Path) -> dict[str, str]:
             raise InputError(path, number, f"query {qid!r} already defined on line {first_line[qid]}")
         queries[qid] = text.strip()
         first_line[qid] = number
+    if not queries:
+        raise InputError(path, None, "no queries (empty file)")
     return queries
 
 

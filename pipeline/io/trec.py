@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from array import array
 from pathlib import Path
 
 import numpy as np
@@ -14,53 +15,78 @@ from pipeline.io.lines import iter_lines
 from pipeline.schemas import QRELS_COLUMNS, RUN_COLUMNS
 
 
-def read_trec_run(path: str | Path) -> pd.DataFrame:
+def read_trec_run(path: str | Path, allow_empty: bool = False) -> pd.DataFrame:
     """Read `qid Q0 doc_id rank score tag` lines into a frame with RUN_COLUMNS.
 
-    Rows keep file order. Raises InputError for a line without 6 fields, a rank that is
-    not an integer, a score that is not a finite number, or a (qid, doc_id) pair seen
-    before (both lines are named). Blank lines are skipped.
+    Rows keep file order. Raises InputError for a line without 6 fields, a rank that is not
+    an integer, a score that is not a finite number, or a (qid, doc_id) pair seen before (both
+    lines are named), at the first such line. Blank lines are skipped. A run without any
+    ranking (an empty file) raises too, unless allow_empty (a teacher shard can hold no query).
+
+    Memory: the frame (~100 bytes a line, query ids and tags shared); repeated hits are found
+    by hashing the frame's columns, not with a set of every pair. A run too large for memory is
+    read query by query instead (`pipeline.io.run_stream`).
     """
-    qids, doc_ids, ranks, scores, tags, lines = [], [], [], [], [], []
-    seen: dict[tuple[str, str], int] = {}
+    qids, doc_ids, tags = [], [], []
+    ranks, scores, lines = array("q"), array("d"), array("q")
+    shared: dict[str, str] = {}  # one str object per distinct query id and tag
     for number, line in iter_lines(path):
         fields = line.split()
         if not fields:
             continue
-        if len(fields) != 6:
-            raise InputError(
-                path, number, f"expected 6 fields 'qid Q0 doc_id rank score tag', got {len(fields)}: {line[:120]!r}"
-            )
-        qid, _, doc_id, rank, score, tag = fields
         try:
-            rank_value = int(rank)
-        except ValueError:
-            raise InputError(path, number, f"rank is not an integer: {rank!r}") from None
-        try:
-            score_value = float(score)
-        except ValueError:
-            raise InputError(path, number, f"score is not a number: {score!r}") from None
-        if not math.isfinite(score_value):
-            raise InputError(path, number, f"score is not finite: {score!r}")
-        first = seen.setdefault((qid, doc_id), number)
-        if first != number:
-            raise InputError(path, number, f"duplicate hit: query {qid!r} doc {doc_id!r} already on line {first}")
-        qids.append(qid)
+            if len(fields) != 6:
+                raise InputError(
+                    path, number, f"expected 6 fields 'qid Q0 doc_id rank score tag', got {len(fields)}: {line[:120]!r}"
+                )
+            qid, _, doc_id, rank, score, tag = fields
+            try:
+                rank_value = int(rank)
+            except ValueError:
+                raise InputError(path, number, f"rank is not an integer: {rank!r}") from None
+            try:
+                score_value = float(score)
+            except ValueError:
+                raise InputError(path, number, f"score is not a number: {score!r}") from None
+            if not math.isfinite(score_value):
+                raise InputError(path, number, f"score is not finite: {score!r}")
+        except InputError:
+            _raise_repeated_hit(path, qids, doc_ids, lines)  # a repeated hit on an earlier line comes first
+            raise
+        qids.append(shared.setdefault(qid, qid))
         doc_ids.append(doc_id)
         ranks.append(rank_value)
         scores.append(score_value)
-        tags.append(tag)
+        tags.append(shared.setdefault(tag, tag))
         lines.append(number)
+    if not qids and not allow_empty:
+        raise InputError(path, None, "the run holds no rankings (empty file)")
+    _raise_repeated_hit(path, qids, doc_ids, lines)
     return pd.DataFrame(
         {
             "qid": pd.Series(qids, dtype=object),
             "doc_id": pd.Series(doc_ids, dtype=object),
-            "rank": np.asarray(ranks, dtype=np.int64),
-            "score": np.asarray(scores, dtype=np.float64),
+            "rank": np.frombuffer(ranks, dtype=np.int64) if ranks else np.zeros(0, dtype=np.int64),
+            "score": np.frombuffer(scores, dtype=np.float64) if scores else np.zeros(0, dtype=np.float64),
             "tag": pd.Series(tags, dtype=object),
-            "line": np.asarray(lines, dtype=np.int64),
+            "line": np.frombuffer(lines, dtype=np.int64) if lines else np.zeros(0, dtype=np.int64),
         },
         columns=list(RUN_COLUMNS),
+    )
+
+
+def _raise_repeated_hit(path: str | Path, qids: list[str], doc_ids: list[str], lines: array) -> None:
+    """InputError at the first line whose (qid, doc_id) was on an earlier line, if any."""
+    if not qids:
+        return
+    pairs = pd.DataFrame({"qid": pd.Series(qids, dtype=object), "doc_id": pd.Series(doc_ids, dtype=object)})
+    repeated = pairs.duplicated(keep="first").to_numpy()
+    if not repeated.any():
+        return
+    i = int(np.argmax(repeated))  # rows are in file order: the first repeat is on the first such line
+    first = int(np.argmax(((pairs["qid"] == qids[i]) & (pairs["doc_id"] == doc_ids[i])).to_numpy()))
+    raise InputError(
+        path, lines[i], f"duplicate hit: query {qids[i]!r} doc {doc_ids[i]!r} already on line {lines[first]}"
     )
 
 
@@ -126,7 +152,7 @@ def write_trec_run(run: pd.DataFrame, path: str | Path) -> None:
 
 
 def read_qrels(path: str | Path) -> pd.DataFrame:
-    """Read `qid iteration doc_id relevance` lines into a frame with QRELS_COLUMNS."""
+    """Read `qid iteration doc_id relevance` lines into a frame with QRELS_COLUMNS (an empty file raises)."""
     rows = []
     seen: dict[tuple[str, str], int] = {}
     for number, line in iter_lines(path):
@@ -144,6 +170,8 @@ def read_qrels(path: str | Path) -> pd.DataFrame:
         if first != number:
             raise InputError(path, number, f"duplicate judgment: query {qid!r} doc {doc_id!r} already on line {first}")
         rows.append((qid, doc_id, relevance))
+    if not rows:
+        raise InputError(path, None, "the qrels hold no judgments (empty file)")
     return pd.DataFrame(rows, columns=list(QRELS_COLUMNS)).astype({"relevance": np.int64})
 
 

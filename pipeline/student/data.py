@@ -9,10 +9,11 @@ same when the run file carries the text). A passage judged relevant at any level
 never a negative. A query is skipped, and counted, when it has no relevant passage or no
 negative.
 
-Stage 2 (`TeacherLists`, distillation): the teacher's top `depth` from the Parquet dataset
-(schema in `pipeline.dataset`), `list_size` of them sampled per query (`random`: a random
-subset kept in teacher order; `top`: the teacher's top list_size). Targets are the
-teacher's ranks as gains, `depth - rank + 1`.
+Stage 2 (`TeacherLists`, distillation): the teacher's top `depth` from our Parquet dataset
+(schema in `pipeline.dataset`) or a published Rank-DistiLLM layout (lightning-ir run tables,
+the Hugging Face parquet copies, TREC runs: `pipeline.student.teacher_rankings`), `list_size`
+of them sampled per query (`random`: a random subset kept in teacher order; `top`: the
+teacher's top list_size). Targets are the teacher's ranks as gains, `depth - rank + 1`.
 
 A query with fewer candidates than the list size is used with what it has: its list is
 shorter and the batch pads it with a mask that every loss honours (lightning-ir drops such
@@ -22,11 +23,9 @@ run sees exactly the lists an uninterrupted one would.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,10 +36,10 @@ from pipeline.io.corpus import CorpusStore
 from pipeline.io.sources import load_qrels, load_queries
 from pipeline.io.trec import ranked_lists, read_trec_run
 from pipeline.student.model import passage_text
+from pipeline.student.teacher_rankings import read_teacher_rankings
 
 log = logging.getLogger(__name__)
 
-DATASET_COLUMNS = ("qid", "query", "doc_id", "teacher_rank")  # what the trainer reads of the dataset
 SAMPLINGS = ("random", "top")
 
 
@@ -85,30 +84,6 @@ def _check_in_corpus(corpus: CorpusStore, doc_ids: np.ndarray, qids: np.ndarray,
 # --- stage 2: the teacher's rankings -------------------------------------------------------
 
 
-def dataset_files(path: str | Path) -> list[Path]:
-    """The Parquet files of a dataset: PATH itself, PATH/data/*.parquet or PATH/*.parquet."""
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise InputError(path, None, "dataset not found")
-    files = sorted((path / "data").glob("*.parquet")) or sorted(path.glob("*.parquet"))
-    if not files:
-        raise InputError(path, None, "no Parquet files (expected DIR/data/*.parquet)")
-    return files
-
-
-def dataset_metadata(path: str | Path, files: list[Path]) -> dict[str, Any]:
-    """DIR/metadata.json, else the `distillm` key of the first file's schema metadata, else {}."""
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    if path.is_dir() and (path / "metadata.json").exists():
-        return json.loads((path / "metadata.json").read_text())
-    schema_meta = pq.read_schema(files[0]).metadata or {}
-    return json.loads(schema_meta[b"distillm"]) if b"distillm" in schema_meta else {}
-
-
 class TeacherLists:
     """Each query's teacher ranking (top `depth`), held as flat arrays with per-query offsets."""
 
@@ -120,23 +95,14 @@ class TeacherLists:
         sampling: str = "random",
         max_queries: int = 0,
         corpus: CorpusStore | None = None,
+        queries: str | Path | None = None,
     ):
-        import pyarrow.parquet as pq
-
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {SAMPLINGS}, not {sampling!r}")
         self.path, self.depth, self.list_size, self.sampling = Path(path), depth, list_size, sampling
-        files = dataset_files(path)
-        self.metadata = dataset_metadata(path, files)
-        names = pq.read_schema(files[0]).names
-        absent = [c for c in DATASET_COLUMNS if c not in names]
-        if absent:
-            raise InputError(files[0], None, f"dataset lacks column(s) {absent} (has {names})")
-        with_text = "text" in names
-        columns = [*DATASET_COLUMNS, *(["text"] if with_text else [])]
-        frame = pd.concat([pq.read_table(f, columns=columns).to_pandas() for f in files], ignore_index=True)
-        if frame.empty:
-            raise InputError(path, None, "dataset is empty (no rows)")
+        # our export, a lightning-ir run table, the published parquet copies or a TREC run
+        frame, self.metadata = read_teacher_rankings(path, queries)
+        with_text = "text" in frame
         self.rows_read = len(frame)
         codes, qids = pd.factorize(frame["qid"], sort=False)  # queries in file order
         if max_queries:
@@ -224,9 +190,7 @@ class RelevanceLists:
         if list_size < 2:
             raise ValueError("stage 1 needs list_size >= 2 (one positive, at least one negative)")
         self.list_size = list_size
-        run = read_trec_run(run_path)
-        if run.empty:
-            raise InputError(run_path, None, "run is empty")
+        run = read_trec_run(run_path)  # a run without rankings raises InputError
         query_text = load_queries(queries)
         check_run_references(run, run_path, query_text)
         judged = load_qrels(qrels)

@@ -3,23 +3,15 @@
 Input `[CLS] query [SEP] passage [SEP]` (the tokenizer's own pair template), the query
 truncated to `query_length` tokens and the passage to `passage_length` tokens separately,
 then paired; score = Linear(hidden, 1, bias=False) on the [CLS] hidden state, no pooler
-(lightning-ir's CrossEncoderModel with pooling "first" and linear_bias False).
+(lightning-ir's mono cross-encoder: pooling "first", linear_bias False).
 
-A checkpoint is a folder that `--model` / `--init` accept:
-
-    config.json, model.safetensors     the encoder (`AutoModel.from_pretrained` loads it alone)
-    tokenizer.json, tokenizer_config.json, ...
-    head.safetensors                   the score head: `weight` [1, hidden]
-    cross_encoder.json                 format, query/passage lengths, base model
-    provenance.json                    how it was trained (written by the trainer)
+Checkpoints (lightning-ir's mono layout, which `--model` / `--init` accept) are written and
+read by `pipeline.student.checkpoint`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,7 +19,7 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "distillm-cross-encoder/1"
+CHECKPOINT_FORMAT = "lightning-ir-mono"  # the checkpoint layout (pipeline.student.checkpoint)
 DEFAULT_BASE_MODEL = "google/electra-base-discriminator"
 QUERY_LENGTH = 32
 PASSAGE_LENGTH = 256
@@ -123,7 +115,8 @@ class CrossEncoder(nn.Module):
         return self(**{k: v.to(device) for k, v in self.pairs(queries, passages).items()})
 
 
-def _load_encoder(name: str) -> nn.Module:
+def load_encoder(name: str) -> nn.Module:
+    """A Hugging Face encoder (folder or hub id) without the pooler that BERT-likes build."""
     from transformers import AutoModel
 
     try:  # BERT and RoBERTa build a pooler we never use; ELECTRA has none and no such argument
@@ -144,7 +137,7 @@ def build_cross_encoder(
     """
     from transformers import AutoTokenizer
 
-    encoder = _load_encoder(base_model)
+    encoder = load_encoder(base_model)
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     settings = {
         "format": CHECKPOINT_FORMAT,
@@ -158,49 +151,3 @@ def build_cross_encoder(
     with torch.no_grad():
         model.head.weight.copy_(torch.randn(model.head.weight.shape, generator=generator) * std)
     return model
-
-
-def is_checkpoint(path: str | Path) -> bool:
-    return (Path(path) / "cross_encoder.json").is_file()
-
-
-def load_cross_encoder(path: str | Path) -> CrossEncoder:
-    """A cross-encoder saved by `save_cross_encoder` (a folder with cross_encoder.json)."""
-    from safetensors.torch import load_file
-    from transformers import AutoTokenizer
-
-    path = Path(path)
-    if not is_checkpoint(path):
-        raise ValueError(f"{path}: not a cross-encoder checkpoint (no cross_encoder.json)")
-    settings = json.loads((path / "cross_encoder.json").read_text())
-    if settings.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: unsupported cross-encoder format {settings.get('format')!r}")
-    model = CrossEncoder(_load_encoder(str(path)), AutoTokenizer.from_pretrained(str(path)), settings)
-    model.head.load_state_dict(load_file(path / "head.safetensors"))
-    return model
-
-
-def read_provenance(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's provenance.json ({} when absent)."""
-    file = Path(path) / "provenance.json"
-    return json.loads(file.read_text()) if file.exists() else {}
-
-
-def save_cross_encoder(model: CrossEncoder, path: str | Path, provenance: dict[str, Any] | None = None) -> Path:
-    """Write the checkpoint folder atomically (a temporary folder renamed into place)."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.encoder.save_pretrained(tmp)
-    model.tokenizer.save_pretrained(tmp)
-    save_file({"weight": model.head.weight.detach().float().cpu().contiguous()}, tmp / "head.safetensors")
-    (tmp / "cross_encoder.json").write_text(json.dumps(model.settings, indent=2) + "\n")
-    if provenance is not None:
-        (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n")
-    if path.exists():
-        shutil.rmtree(path)
-    tmp.rename(path)
-    return path

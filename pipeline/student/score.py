@@ -132,7 +132,7 @@ def score_with_student(
     progress: bool = False,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The student's scores of each query's top `depth` (in list order), and stats."""
-    from pipeline.student.model import load_cross_encoder, read_provenance
+    from pipeline.student.checkpoint import load_cross_encoder, read_provenance
 
     device = resolve_device(device)
     bf16 = use_bf16(dtype, device)
@@ -179,11 +179,14 @@ def main_cross_encoder(args: argparse.Namespace) -> int:
     """`distillm rerank --backend cross-encoder`: the student's run and stats from the teacher's arguments."""
     from pipeline.io.checks import read_rerank_inputs
     from pipeline.io.trec import write_trec_run
-    from pipeline.student.train import versions
+    from pipeline.versions import STUDENT_PACKAGES, versions
 
     started = time.time()
     if not args.model:
-        raise ValueError("--model (a cross-encoder checkpoint folder) is required for backend cross-encoder")
+        raise ValueError(
+            "--model (a cross-encoder checkpoint: a folder or hub id, e.g. webis/monoelectra-base) is required "
+            "for backend cross-encoder"
+        )
     run, lists, queries, corpus = read_rerank_inputs(args.run, args.queries, args.corpus, args.max_queries)
     scores, stats = score_with_student(
         lists, queries, corpus, args.model, args.batch_size, args.depth, None, args.dtype, not args.no_progress
@@ -196,7 +199,7 @@ def main_cross_encoder(args: argparse.Namespace) -> int:
         "queries_file": str(args.queries),
         "corpus": str(args.corpus),
         "tag": args.tag,
-        "versions": versions(),
+        "versions": versions(STUDENT_PACKAGES),
         "command": " ".join(sys.argv),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
     }

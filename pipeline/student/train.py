@@ -18,7 +18,7 @@ Autocast to bf16 on a GPU, fp32 on a CPU. Everything random follows `--seed`: th
 gives the same loss curve (on a GPU up to the nondeterminism of its kernels).
 
 Outputs under OUT (`--out`):
-    model/                         the final cross-encoder (what --model / --init accept)
+    model/                         the final cross-encoder in lightning-ir's mono layout (what --model / --init accept)
     checkpoints/step-NNNNNNNN/     model/, trainer.pt (optimiser, step, RNG states), config.json;
                                    every --save-every steps and at the end, the last --keep-checkpoints kept
     metrics.csv                    step, loss, lr, pairs_per_second: one row per step (dvc plots)
@@ -34,12 +34,10 @@ has checkpoints is refused.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import json
 import logging
 import math
-import platform
 import shutil
 import sys
 import time
@@ -47,15 +45,15 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline import __version__
 from pipeline.errors import InputError
+from pipeline.versions import STUDENT_PACKAGES, versions
 
 log = logging.getLogger(__name__)
 
 STAGES = ("infonce", "distill")
 STAGE_DEFAULTS = {  # the paper's settings per stage, used where an option is left at 0 / None
     "infonce": {"depth": 200, "list_size": 8, "loss": "infonce", "steps": 20_000},
-    "distill": {"depth": 100, "list_size": 100, "loss": "ranknet", "steps": 0},  # steps 0: --epochs
+    "distill": {"depth": 100, "list_size": 100, "loss": "ranknet", "steps": None},  # None: --epochs passes
 }
 # settings a resumed run may change; any other change would change the curve
 RESUME_MAY_CHANGE = {"resume", "no_progress", "save_every", "keep_checkpoints", "threads", "device"}
@@ -71,13 +69,25 @@ class TrainConfig:
     # what to train
     stage: str = option("distill", "infonce (stage 1: relevance labels) | distill (stage 2: teacher)", choices=STAGES)
     out: str = option(None, "output directory", required=True)
-    model: str = option("google/electra-base-discriminator", "base encoder: Hugging Face folder or hub id")
-    init: str | None = option(None, "start from this cross-encoder checkpoint (e.g. stage 1's OUT/model)")
+    model: str = option(
+        "google/electra-base-discriminator",
+        "base encoder (Hugging Face folder or hub id; a fresh head), or a cross-encoder checkpoint to continue",
+    )
+    init: str | None = option(
+        None,
+        "start from this cross-encoder checkpoint: stage 1's OUT/model, or lightning-ir's (webis/monoelectra-base)",
+    )
     # data
-    data: str | None = option(None, "stage 2: teacher dataset (DIR with data/*.parquet, or one .parquet)")
+    data: str | None = option(
+        None,
+        "stage 2: teacher rankings: a dataset DIR (data/*.parquet), one .parquet/.jsonl (ours, lightning-ir's, "
+        "or the published qid/docno/score copies) or a TREC run (.run, .run.gz)",
+    )
     run: str | None = option(None, "stage 1: first-stage TREC run (hard negatives)")
     qrels: str | None = option(None, "stage 1: qrels file or irds:<id>")
-    queries: str | None = option(None, "stage 1 and --eval-run: queries file or irds:<id>")
+    queries: str | None = option(
+        None, "stage 1, --eval-run and stage 2 data without a query column: queries file or irds:<id>"
+    )
     corpus: str | None = option(None, "corpus store (stage 1; stage 2 without a text column; eval)")
     relevance: int = option(1, "stage 1: minimum relevance of a positive passage")
     positives: str = option(
@@ -105,8 +115,13 @@ class TrainConfig:
     lr: float = option(1e-5, "peak learning rate (AdamW)")
     weight_decay: float = option(0.01, "AdamW weight decay")
     warmup_steps: int = option(0, "linear warm-up steps, then linear decay to 0")
-    steps: int = option(0, "optimiser steps (0: 20000 for infonce, --epochs passes for distill)")
-    epochs: int = option(3, "stage 2: passes over the queries when --steps is 0")
+    steps: int | None = option(
+        None,
+        "optimiser steps (default: 20000 for infonce, --epochs passes for distill; "
+        "0: none, the output is the initial model)",
+        type=int,
+    )
+    epochs: int = option(3, "stage 2: passes over the queries when --steps is not given")
     seed: int = option(0, "seed of the head, the sampling, the order and dropout")
     device: str = option("auto", "auto | cpu | cuda | cuda:N")
     precision: str = option(
@@ -130,7 +145,10 @@ class TrainConfig:
 def resolve(cfg: TrainConfig) -> TrainConfig:
     """Fill the stage-dependent defaults and check the combination of settings."""
     defaults = STAGE_DEFAULTS[cfg.stage]
-    cfg = replace(cfg, **{k: v for k, v in defaults.items() if not getattr(cfg, k)})
+    filled = {k: v for k, v in defaults.items() if k != "steps" and not getattr(cfg, k)}
+    cfg = replace(cfg, **filled, steps=defaults["steps"] if cfg.steps is None else cfg.steps)
+    if cfg.steps is not None and cfg.steps < 0:
+        raise ValueError("--steps must be >= 0")
     needed = {"infonce": ("run", "qrels", "queries", "corpus"), "distill": ("data",)}[cfg.stage]
     absent = [f"--{n.replace('_', '-')}" for n in needed if getattr(cfg, n) is None]
     if cfg.eval_run is not None:
@@ -157,9 +175,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     from tqdm import tqdm
 
     from pipeline.io.corpus import CorpusStore
+    from pipeline.student.checkpoint import cross_encoder_from, load_cross_encoder, read_provenance, save_cross_encoder
     from pipeline.student.data import RelevanceLists, TeacherLists, TrainList, epoch_rng
     from pipeline.student.losses import LOSSES
-    from pipeline.student.model import build_cross_encoder, load_cross_encoder, read_provenance, save_cross_encoder
 
     cfg = resolve(cfg)
     out = Path(cfg.out)
@@ -195,10 +213,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         )
         dataset = {"run": str(cfg.run), "qrels": cfg.qrels, "queries": cfg.queries, "corpus": str(cfg.corpus)}
     else:
-        lists = TeacherLists(cfg.data, cfg.depth, cfg.list_size, cfg.sampling, cfg.max_queries, corpus)
+        lists = TeacherLists(cfg.data, cfg.depth, cfg.list_size, cfg.sampling, cfg.max_queries, corpus, cfg.queries)
         dataset = {"path": str(cfg.data), "metadata": lists.metadata}
     batches_per_epoch = math.ceil(len(lists) / cfg.batch_size)
-    total_steps = cfg.steps or cfg.epochs * batches_per_epoch
+    total_steps = cfg.epochs * batches_per_epoch if cfg.steps is None else cfg.steps
     log.info(
         "%s: %d queries %s, %d steps of %d queries", cfg.stage, len(lists), lists.counts, total_steps, cfg.batch_size
     )
@@ -210,13 +228,18 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         picked = order[position * cfg.batch_size : (position + 1) * cfg.batch_size]
         return [lists.sample(int(i), epoch_rng(cfg.seed, epoch, int(i))) for i in picked]
 
-    # --- model and loss: the latest checkpoint (resume), a stage-1 checkpoint (--init) or a base encoder
+    # --- model and loss: the latest checkpoint (resume), a checkpoint (--init: stage 1's, a lightning-ir
+    # mono checkpoint such as webis/monoelectra-base) or --model: a base encoder (fresh head) or a checkpoint
     if latest is not None:
         model = load_cross_encoder(latest / "model")
     elif cfg.init is not None:
         model = load_cross_encoder(cfg.init)
     else:
-        model = build_cross_encoder(cfg.model, cfg.query_length, cfg.passage_length, cfg.seed)
+        model, kind = cross_encoder_from(cfg.model, cfg.query_length, cfg.passage_length, cfg.seed)
+        if kind != "encoder":
+            log.info(
+                "--model %s is a cross-encoder checkpoint: training continues from its head and lengths", cfg.model
+            )
     model.to(device).train()
     loss_fn = LOSSES[cfg.loss]
 
@@ -260,7 +283,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "counts": lists.counts,
         "total_steps": total_steps,
         "config": config_record(cfg),
-        "versions": versions(),
+        "versions": versions(STUDENT_PACKAGES),
         "command": " ".join(sys.argv),
     }
 
@@ -296,10 +319,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if step % cfg.save_every == 0 or step == total_steps:
             save_checkpoint(out, step, model, optimizer, cfg, {**provenance, "step": step})
     bar.close()
+    if total_steps == 0:  # --steps 0: the initial model is the result (and its checkpoint)
+        save_checkpoint(out, 0, model, optimizer, cfg, {**provenance, "step": 0})
     save_cross_encoder(model, out / "model", {**provenance, "step": step})
     final = final_metrics(out, cfg, lists.counts, total_steps, evaluator)
     (out / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
-    log.info("trained %d steps -> %s (loss %.4f)", step, out / "model", final["loss"])
+    log.info("trained %d steps -> %s (loss %s)", step, out / "model", final["loss"])
     return final
 
 
@@ -316,7 +341,7 @@ def save_checkpoint(out: Path, step: int, model, optimizer, cfg: TrainConfig, pr
     """OUT/checkpoints/step-N/{model/, trainer.pt}, written aside and renamed; older ones pruned."""
     import torch
 
-    from pipeline.student.model import save_cross_encoder
+    from pipeline.student.checkpoint import save_cross_encoder
 
     path = out / "checkpoints" / f"step-{step:08d}"
     tmp = path.with_name(path.name + ".tmp")
@@ -362,16 +387,6 @@ def load_trainer_state(checkpoint: Path, optimizer, device) -> int:
 
 def config_record(cfg: TrainConfig) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(cfg), default=str))
-
-
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {"pipeline": __version__, "python": platform.python_version()}
-    for package in ("torch", "transformers", "tokenizers"):
-        with contextlib.suppress(PackageNotFoundError):
-            found[package] = version(package)
-    return found
 
 
 # --- metrics and evaluation -----------------------------------------------------------------
@@ -442,10 +457,10 @@ def final_metrics(out: Path, cfg: TrainConfig, counts: dict[str, int], total_ste
         "loss_function": cfg.loss,
         "steps": len(rows),
         "total_steps": total_steps,
-        "loss": losses[-1],
-        "loss_first": losses[0],
-        "loss_last_10": sum(losses[-10:]) / len(losses[-10:]),
-        "pairs_per_second": sum(speeds) / len(speeds),
+        "loss": losses[-1] if losses else None,
+        "loss_first": losses[0] if losses else None,
+        "loss_last_10": sum(losses[-10:]) / len(losses[-10:]) if losses else None,
+        "pairs_per_second": sum(speeds) / len(speeds) if speeds else None,
         **{f"data_{k}": v for k, v in counts.items()},
     }
     if evaluator is not None and evaluator.values:

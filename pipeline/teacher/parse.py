@@ -12,6 +12,13 @@ raises on digits outside its table (e.g. '⒈' or Ethiopic '፩'), after which r
 whole window in its old order. We NFKC-normalise and map any remaining Unicode digit by its
 value, so no input raises. Runs longer than any identifier are out of range without `int()`
 (Python refuses to convert digit strings over 4300 characters).
+
+Letter identifiers (`[A] > [C] > ...`, prompts with `identifiers = "letters"`) are read as
+rank_llm's alphabetical template extracts them: every `[X]` with one capital letter X.
+
+FIRST windows (`--ranking first`) have no permutation to read: `rank_by_logprobs` orders the
+identifiers by their log-probability as the first generated token, and appends the ones the
+backend returned none for in their current order, counted as `missing`.
 """
 
 from __future__ import annotations
@@ -20,10 +27,14 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from pipeline.teacher.identifiers import identifiers
+
 REPAIRS = ("wrong_format", "repetition", "missing", "out_of_range")
 
 # The expected reply: `[i] > [j] > ...` with ASCII digits; spaces or tabs around `>` are free.
 _FORMAT = re.compile(r"\[[0-9]+\](?:[ \t]*>[ \t]*\[[0-9]+\])*")
+_LETTER_FORMAT = re.compile(r"\[[A-Z]\](?:[ \t]*>[ \t]*\[[A-Z]\])*")
+_LETTER_ID = re.compile(r"\[([A-Z])\]")
 
 
 @dataclass(frozen=True)
@@ -56,18 +67,15 @@ def _digit_runs(text: str) -> list[str]:
     return "".join(chars).split()
 
 
-def parse_permutation(reply: str, n: int) -> ParsedPermutation:
-    """Read `reply` as a ranking of identifiers 1..n; never raises for any string."""
+def parse_permutation(reply: str, n: int, scheme: str = "numbers") -> ParsedPermutation:
+    """Read `reply` as a ranking of identifiers 1..n (or A.. for `scheme` "letters"); never raises for any string."""
     if "</think>" in reply:  # a reasoning model's thoughts may mention identifiers
         reply = reply.rsplit("</think>", 1)[1]
     reply = reply.strip()
-    max_digits = len(str(max(n, 1)))
     seen: list[int] = []
     named: set[int] = set()
     repeated = out_of_range = 0
-    for run in _digit_runs(reply):
-        digits = run.lstrip("0")
-        ident = int(digits) if 0 < len(digits) <= max_digits else 0
+    for ident in _letter_ids(reply) if scheme == "letters" else _number_ids(reply, n):
         if not 1 <= ident <= n:
             out_of_range += 1
         elif ident - 1 in named:
@@ -77,7 +85,7 @@ def parse_permutation(reply: str, n: int) -> ParsedPermutation:
             named.add(ident - 1)
     missing = [i for i in range(n) if i not in named]
     flags = {
-        "wrong_format": _FORMAT.fullmatch(reply) is None,
+        "wrong_format": (_LETTER_FORMAT if scheme == "letters" else _FORMAT).fullmatch(reply) is None,
         "repetition": repeated > 0,
         "missing": bool(missing),
         "out_of_range": out_of_range > 0,
@@ -88,6 +96,38 @@ def parse_permutation(reply: str, n: int) -> ParsedPermutation:
         n_missing=len(missing),
         n_repeated=repeated,
         n_out_of_range=out_of_range,
+    )
+
+
+def _number_ids(reply: str, n: int) -> list[int]:
+    """The reply's digit runs as 1-based identifiers; 0 for a run longer than any identifier."""
+    max_digits = len(str(max(n, 1)))
+    ids = []
+    for run in _digit_runs(reply):
+        digits = run.lstrip("0")
+        ids.append(int(digits) if 0 < len(digits) <= max_digits else 0)
+    return ids
+
+
+def _letter_ids(reply: str) -> list[int]:
+    """Every `[X]` (one capital letter) of the reply as a 1-based identifier (A = 1)."""
+    return [ord(letter) - ord("A") + 1 for letter in _LETTER_ID.findall(reply)]
+
+
+def rank_by_logprobs(logprobs: dict[str, float], n: int, scheme: str) -> ParsedPermutation:
+    """A FIRST window's permutation: identifiers by their first-token log-probability, best
+    first (equal ones in window order), then those with none in window order (`missing`).
+    Keys that are not identifiers of the window are ignored."""
+    names = identifiers(n, scheme)
+    scored = sorted((-logprobs[name], i) for i, name in enumerate(names) if name in logprobs)
+    named = {i for _, i in scored}
+    missing = [i for i in range(n) if i not in named]
+    return ParsedPermutation(
+        order=[i for _, i in scored] + missing,
+        repairs=("missing",) if missing else (),
+        n_missing=len(missing),
+        n_repeated=0,
+        n_out_of_range=0,
     )
 
 

@@ -9,6 +9,10 @@ character for character when the template carries its strings, as prompts/*.toml
 Passage text goes through `ftfy.fix_text` first, as in rank_llm (MS MARCO has mojibake;
 RankZephyr was trained on repaired text). tests/teacher/test_reference_replay.py shows every
 user message equal to the ones rank_llm logged on DL19 and DL20.
+
+`identifiers = "letters"` in a template names the passages [A], [B], ... instead of [1], [2],
+... (`pipeline.teacher.identifiers`; FIRST models need it), and then `[X]` in query or passage
+text is written `(X)`, as rank_llm's `_replace_number` does with `use_alpha`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 from ftfy import fix_text
 
 from pipeline.errors import InputError
+from pipeline.teacher.identifiers import SCHEMES, identifier
 
 Messages = list[dict[str, str]]
 
@@ -44,6 +49,7 @@ class PromptTemplate:
     prefix: str
     passage: str
     suffix: str
+    identifiers: str = "numbers"  # how {rank} names a passage: "numbers" (1, 2, ...) or "letters" (A, B, ...)
 
 
 class PromptOverflow(Exception):
@@ -80,8 +86,11 @@ def load_prompt(name_or_path: str) -> PromptTemplate:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise InputError(path, None, f"not a valid TOML file: {e}") from None
+    scheme = data.pop("identifiers", "numbers")
+    if scheme not in SCHEMES:
+        raise InputError(path, None, f"'identifiers' must be one of {list(SCHEMES)}, got {scheme!r}")
     if unknown := sorted(set(data) - set(_FIELDS)):
-        raise InputError(path, None, f"unknown keys {unknown}; a prompt has {sorted(_FIELDS)}")
+        raise InputError(path, None, f"unknown keys {unknown}; a prompt has {sorted(_FIELDS)} and 'identifiers'")
     if missing := [key for key in _REQUIRED if key not in data]:
         raise InputError(path, None, f"missing keys {missing}; required: {list(_REQUIRED)}")
     for key, value in data.items():
@@ -103,13 +112,14 @@ def load_prompt(name_or_path: str) -> PromptTemplate:
         prefix=data["prefix"],
         passage=data["passage"],
         suffix=data["suffix"],
+        identifiers=scheme,
     )
 
 
-def replace_number(text: str) -> str:
-    """Write `[n]` as `(n)`, as rank_llm's `_replace_number` does, so that passage or query
-    text cannot be mistaken for an identifier."""
-    return re.sub(r"\[(\d+)\]", r"(\1)", text)
+def replace_number(text: str, scheme: str = "numbers") -> str:
+    """Write `[n]` as `(n)` (letters: `[X]` as `(X)`), as rank_llm's `_replace_number` does,
+    so that passage or query text cannot be mistaken for an identifier."""
+    return re.sub(r"\[([A-Za-z]+)\]" if scheme == "letters" else r"\[(\d+)\]", r"(\1)", text)
 
 
 _NEEDS_NO_FIX = re.compile(r"[\n\x20-\x25\x27-\x7e]*")  # printable ASCII and "\n", no "&"
@@ -122,7 +132,7 @@ def _fix_text(text: str) -> str:
 
 
 @functools.lru_cache(maxsize=65_536)  # a passage is in ~2 windows at stride 10
-def passage_content(text: str, title: str | None, max_words: int) -> str:
+def passage_content(text: str, title: str | None, max_words: int, scheme: str = "numbers") -> str:
     """A passage as the prompt shows it (rank_llm's `convert_doc_to_prompt_content`):
     "Title: <title> Content: <text>" when there is a title, the first `max_words`
     whitespace-separated words joined by single spaces, `[n]` written as `(n)`, mojibake
@@ -131,7 +141,7 @@ def passage_content(text: str, title: str | None, max_words: int) -> str:
         raise ValueError(f"max_words must be >= 1, got {max_words}")
     content = f"Title: {title} Content: {text}" if title else text
     # fix_text last, as rank_llm: it can turn a control character into a line break
-    return _fix_text(replace_number(" ".join(content.split()[:max_words])))
+    return _fix_text(replace_number(" ".join(content.split()[:max_words]), scheme))
 
 
 def build_messages(
@@ -140,10 +150,12 @@ def build_messages(
     """The chat messages for one window: the system message (if any) and one user message.
 
     `passages` are (text, title) pairs in window order; they get identifiers [1], [2], ...
+    (or [A], [B], ... with the template's letter identifiers)
     """
-    query = replace_number(query)
+    scheme = template.identifiers
+    query = replace_number(query, scheme)
     lines = (
-        template.passage.format(rank=rank, passage=passage_content(text, title, max_words))
+        template.passage.format(rank=identifier(rank, scheme), passage=passage_content(text, title, max_words, scheme))
         for rank, (text, title) in enumerate(passages, start=1)
     )
     user = (

@@ -3,11 +3,13 @@
     distillm rerank ... --engine ray --ray-actors 8 --ray-gpus-per-actor 1 --block-size 100
     distillm rerank ... --engine ray --ray-address auto ...      # an existing Ray cluster
 
-The queries are cut into blocks of `--block-size` in run order. Ray Data streams the blocks
-to an actor pool (`map_batches` with a callable class): each actor builds one backend (for
-vLLM: one engine on its `--ray-gpus-per-actor` GPUs; pass `--engine-arg
-tensor_parallel_size=N` to match) and runs each block it receives with exactly the code of a
-single-process run, writing `OUT.blocks/block-NNNNN.run` with its own reply log and stats.
+The queries are cut into blocks of `--block-size` in run order, each block's candidate lists
+written to `OUT.blocks/block-NNNNN.lists` (so the driver holds no block in memory, and Ray
+moves file names, not lists). Ray Data streams the blocks to an actor pool (`map_batches` with
+a callable class): each actor builds one backend (for vLLM: one engine on its
+`--ray-gpus-per-actor` GPUs; pass `--engine-arg tensor_parallel_size=N` to match) and runs
+each block it receives with exactly the code of a single-process run, writing
+`OUT.blocks/block-NNNNN.run` with its own reply log and stats (the `.lists` file is then removed).
 Ray places actors, applies back-pressure and, when an actor dies, restarts it and retries
 its block (up to 3 times); the retried block resumes from its own reply log, so nothing is
 lost or done twice. A re-run skips blocks whose stats exist. At the end the blocks are
@@ -17,15 +19,21 @@ log and stats a single process would write.
 
 from __future__ import annotations
 
-import json
+import itertools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.io.corpus import CorpusStore
-from pipeline.teacher.backends import open_backend
+from pipeline.io.run_lists import RunLists, write_run_lists
 from pipeline.teacher.prompts import PromptTemplate
+from pipeline.teacher.render import PromptRenderer
+from pipeline.teacher.rerank import Teacher
+from pipeline.teacher.resume import prepare_log
+from pipeline.teacher.reuse import generation_settings
+from pipeline.teacher.run_files import open_teacher_backend, run_to_files
+from pipeline.teacher.settings import TeacherSettings, settings_record
 from pipeline.teacher.shards import merge_runs
 
 log = logging.getLogger(__name__)
@@ -38,40 +46,37 @@ class RayJob:
     backend: str
     backend_options: dict[str, Any]
     tokenizer: str | None
-    settings: Any  # TeacherSettings
+    settings: TeacherSettings
     template: PromptTemplate
     corpus: Path
     queries: dict[str, str]
     tag: str
     provenance: dict[str, Any]
-    restart_if_changed: bool
+    reuse: list[Path]  # earlier reply logs (--reuse)
 
 
 class BlockRunner:
     """A Ray Data actor: one backend, many blocks."""
 
     def __init__(self, job: RayJob):
-        from pipeline.teacher.rerank import PromptRenderer
-
         self.job = job
         self.renderer = PromptRenderer(job.tokenizer)
-        self.backend = open_backend(job.backend, **job.backend_options)
+        self.record = settings_record(job.settings, job.template, job.tokenizer)
+        self.backend = open_teacher_backend(job.backend, job.backend_options, job.reuse, self.record)
         self.corpus = CorpusStore(job.corpus)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
-        from pipeline.teacher.rerank import Teacher, check_log_settings, run_to_files, settings_record
-
         job, windows = self.job, []
-        for out, lists_json in zip(batch["out"], batch["lists"], strict=True):
-            out = Path(out)
+        for out, lists_path in zip(batch["out"], batch["lists"], strict=True):
+            out, block = Path(out), RunLists.of_file(lists_path)
             log_path = out.with_name(out.name + ".log.jsonl")
-            check_log_settings(
-                log_path, settings_record(job.settings, job.template, job.tokenizer), job.restart_if_changed
-            )
+            moved = prepare_log(log_path, self.record)
+            if moved is not None:
+                self.backend.index.add(moved, generation_settings(self.record))
             teacher = Teacher(self.backend, self.renderer, job.settings, job.template, self.corpus)
             stats = run_to_files(
                 teacher,
-                json.loads(lists_json),
+                dict(block),
                 job.queries,
                 out,
                 log_path,
@@ -81,12 +86,13 @@ class BlockRunner:
                 progress=False,
             )
             windows.append(stats["windows"])
+            block.close()  # the block is done (its stats exist): its input is not needed again
         return {"out": list(batch["out"]), "windows": windows}
 
 
 def run_on_ray(
     job: RayJob,
-    lists: dict[str, list[str]],
+    lists: RunLists,
     first_stage: Path,
     out: Path,
     actors: int,
@@ -100,15 +106,18 @@ def run_on_ray(
 
     blocks_dir = out.with_name(out.name + ".blocks")
     blocks_dir.mkdir(parents=True, exist_ok=True)
-    items = list(lists.items())
-    blocks = [dict(items[i : i + block_size]) for i in range(0, len(items), block_size)]
-    paths = [blocks_dir / f"block-{b:05d}.run" for b in range(len(blocks))]
-    todo = [
-        {"out": str(path), "lists": json.dumps(block)}
-        for path, block in zip(paths, blocks, strict=True)
-        if not path.with_name(path.name + ".stats.json").exists()
-    ]
-    log.info("ray: %d blocks of <= %d queries, %d to run, %d actors", len(blocks), block_size, len(todo), actors)
+    order: list[str] = []
+    paths: list[Path] = []
+    todo: list[dict[str, str]] = []  # each block's queries go to a file beside it, read by its actor
+    items = iter(lists)
+    while block := list(itertools.islice(items, block_size)):
+        order += [qid for qid, _ in block]
+        path = blocks_dir / f"block-{len(paths):05d}.run"
+        paths.append(path)
+        if not path.with_name(path.name + ".stats.json").exists():
+            block_lists = write_run_lists(iter(block), path.with_name(path.name.removesuffix(".run") + ".lists"))
+            todo.append({"out": str(path), "lists": str(block_lists.path)})
+    log.info("ray: %d blocks of <= %d queries, %d to run, %d actors", len(paths), block_size, len(todo), actors)
     if todo:
         if not ray.is_initialized():
             ray.init(address=address, include_dashboard=False, log_to_driver=False)
@@ -128,4 +137,4 @@ def run_on_ray(
             .take_all()
         )
         log.info("ray: %d blocks done, %d windows", len(done), sum(r["windows"] for r in done))
-    return merge_runs(list(lists), first_stage, paths, out)
+    return merge_runs(order, first_stage, paths, out)

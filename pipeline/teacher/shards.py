@@ -5,9 +5,10 @@
 
 Queries are dealt round-robin in first-stage run order (query p goes to shard p mod N), so
 shards are balanced and each is an ordinary teacher run with its own reply log and stats
-(and resumes on its own). The merge checks that the shards were made with the same settings,
-cover every query of the first-stage run exactly once, and writes one run, one reply log and
-one stats file, identical to a single-process run's (the log grouped by query, in run order).
+(and resumes on its own). The merge checks that the shards were made with the same settings
+and run tag, cover every query of the first-stage run exactly once, and each come with their
+stats and a whole reply log (every window the stats count), and writes one run, one reply log
+and one stats file, identical to a single-process run's (the log grouped by query, in run order).
 """
 
 from __future__ import annotations
@@ -15,12 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from array import array
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipeline.errors import InputError
-from pipeline.io.trec import ranked_lists, read_trec_run, run_from_lists, write_trec_run
-from pipeline.teacher.reply_log import read_reply_log
+from pipeline.io.run_stream import NotGrouped, RunWriter, iter_run, read_query
+from pipeline.io.trec import ranked_lists, read_trec_run
+from pipeline.teacher.reply_log import reply_log_records
 
 log = logging.getLogger(__name__)
 
@@ -54,38 +60,57 @@ def parse_shard(spec: str) -> tuple[int, int]:
 
 def select_shard(lists: dict[str, list[str]], index: int, count: int) -> dict[str, list[str]]:
     """The queries of shard `index` of `count`: every count-th query in run order."""
-    return {qid: docs for p, (qid, docs) in enumerate(lists.items()) if p % count == index}
+    keep = shard_filter(index, count)
+    return {qid: docs for p, (qid, docs) in enumerate(lists.items()) if keep(p, qid)}
+
+
+def shard_filter(index: int, count: int) -> Callable[[int, str], bool]:
+    """keep(position in run order, qid): whether a query belongs to shard `index` of `count`."""
+    return lambda position, _qid: position % count == index
 
 
 def merge_shards(first_stage: Path, shard_runs: list[Path], out: Path) -> dict[str, Any]:
     """Merge shard runs (with their `.log.jsonl` and `.stats.json`) covering every query of
     the first-stage run into out, out.log.jsonl and out.stats.json."""
-    return merge_runs(list(ranked_lists(read_trec_run(first_stage))), first_stage, shard_runs, out)
+    try:
+        order = [query.qid for query in iter_run(first_stage)]
+    except NotGrouped:
+        order = list(ranked_lists(read_trec_run(first_stage)))
+    return merge_runs(order, first_stage, shard_runs, out)
 
 
 def merge_runs(order: list[str], first_stage: Path, shard_runs: list[Path], out: Path) -> dict[str, Any]:
     """Merge teacher runs of disjoint query sets that together hold exactly the queries of
-    `order` (queries in that order in the output)."""
-    lists: dict[str, list[str]] = {}
-    tags, stats_list, records = set(), [], {}
-    for run_path in shard_runs:
-        run = read_trec_run(run_path)
-        tags.update(run["tag"])
-        for qid, docs in ranked_lists(run).items():
-            if qid in lists:
-                raise InputError(run_path, None, f"query {qid!r} is in more than one shard")
-            lists[qid] = docs
+    `order` (queries in that order in the output).
+
+    Each shard needs its stats and its whole reply log: a log that is missing, or holds
+    fewer (or other) windows than the shard's stats count, is refused, naming the shard.
+    Memory: where each query's ranking and each window's record are in the shards' files
+    (about 100 bytes a query and 16 a window), never the rankings or records themselves.
+    """
+    rankings = _ShardRankings()
+    tags: dict[str, Path] = {}
+    stats_list, windows = [], []
+    for shard, run_path in enumerate(shard_runs):
+        shard_qids = rankings.add(shard, run_path, tags)  # a shard of more shards than queries is empty
         stats_path = run_path.with_name(run_path.name + ".stats.json")
-        if not stats_path.exists():
-            raise InputError(stats_path, None, "shard stats not found (is this a teacher run?)")
-        stats_list.append((stats_path, json.loads(stats_path.read_text())))
-        for number, record in read_reply_log(run_path.with_name(run_path.name + ".log.jsonl")):
-            records.setdefault(record["qid"], {})[record["window"]] = record
-            if record["qid"] not in lists:
-                raise InputError(run_path, number, f"logged query {record['qid']!r} is not in the shard's run")
-    if missing := [q for q in order if q not in lists]:
+        stats = _read_stats(stats_path)
+        stats_list.append((stats_path, stats))
+        log_path = run_path.with_name(run_path.name + ".log.jsonl")
+        if not log_path.exists():
+            raise InputError(log_path, None, f"reply log of shard {run_path} not found")
+        logged = _LoggedWindows(log_path, rankings.code, shard_qids, run_path)
+        if logged.count != stats.get("windows"):
+            raise InputError(
+                log_path,
+                None,
+                f"holds {logged.count} windows but shard {run_path} counts {stats.get('windows')} in "
+                f"{stats_path.name}: the log is truncated or from another run; re-run the shard to complete it",
+            )
+        windows.append(logged)
+    if missing := [q for q in order if q not in rankings.shard_of]:
         raise InputError(first_stage, None, f"{len(missing)} queries are in no shard, e.g. {missing[:3]}")
-    if extra := set(lists) - set(order):
+    if extra := rankings.shard_of.keys() - set(order):
         raise InputError(first_stage, None, f"shards hold queries not in this run, e.g. {sorted(extra)[:3]}")
     settings = [{k: v for k, v in s["provenance"].items() if k not in _PER_SHARD} for _, s in stats_list]
     for (path, _), other in zip(stats_list[1:], settings[1:], strict=True):
@@ -96,15 +121,25 @@ def merge_runs(order: list[str], first_stage: Path, shard_runs: list[Path], out:
                 if settings[0].get(k) != other.get(k)
             }
             raise InputError(path, None, f"shard made with other settings than {stats_list[0][0]}: {diff}")
-    if len(tags) != 1:
-        raise ValueError(f"shards carry different run tags: {sorted(tags)}")
-    write_trec_run(run_from_lists({q: lists[q] for q in order}, tags.pop()), out)
+    if len(tags) > 1:
+        (tag, first), (other_tag, other) = list(tags.items())[:2]
+        raise InputError(other, None, f"run tag {other_tag!r} differs from {tag!r} of {first}: not shards of one run")
+    with RunWriter(out, next(iter(tags))) as writer:
+        for qid in order:
+            writer.write(qid, rankings.ranking(qid, shard_runs))
     out_log = out.with_name(out.name + ".log.jsonl")
     tmp = out_log.with_name(out_log.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for qid in order:
-            for window in sorted(records.get(qid, {})):
-                f.write(json.dumps(records[qid][window], ensure_ascii=False) + "\n")
+    opened: list[_LoggedWindows] = []  # at most 32 shard logs open at once (Ray writes a log per block)
+    with open(tmp, "wb") as f:
+        for qid in order:  # each query's windows in window order, as their records were written
+            logged = windows[rankings.shard_of[qid]]
+            f.writelines(logged.lines(rankings.code[qid]))
+            if logged not in opened:
+                opened.append(logged)
+                if len(opened) > 32:
+                    opened.pop(0).close()
+    for logged in opened:
+        logged.close()
     tmp.replace(out_log)
     merged: dict[str, Any] = {key: sum(s[key] for _, s in stats_list) for key in _SUMMED}
     merged |= {key: sum(s.get(key, 0) for _, s in stats_list) for key in _SUMMED_IF_PRESENT}
@@ -128,6 +163,99 @@ def merge_runs(order: list[str], first_stage: Path, shard_runs: list[Path], out:
     merged["provenance"].pop("block", None)
     out.with_name(out.name + ".stats.json").write_text(json.dumps(merged, indent=2) + "\n")
     return merged
+
+
+class _ShardRankings:
+    """Which shard holds each query, and where its ranking is in that shard's run file."""
+
+    def __init__(self) -> None:
+        self.shard_of: dict[str, int] = {}
+        self.code: dict[str, int] = {}  # qid -> a number (the log index's key)
+        self.where: dict[str, tuple[int, int, int] | list[str]] = {}  # bytes and first line, or the ranking
+
+    def add(self, shard: int, run_path: Path, tags: dict[str, Path]) -> set[str]:
+        """Index one shard run; its queries."""
+        queries: set[str] = set()
+        try:
+            for query in iter_run(run_path, allow_empty=True):
+                for tag in dict.fromkeys(t for _, t in sorted(zip(query.lines, query.tags, strict=True))):  # file order
+                    tags.setdefault(tag, run_path)
+                self._add(shard, run_path, query.qid, (query.offset, query.end, query.first_line))
+                queries.add(query.qid)
+        except NotGrouped:  # its queries' lines are not together: read whole, as before
+            run = read_trec_run(run_path, allow_empty=True)
+            for tag in dict.fromkeys(run["tag"]):
+                tags.setdefault(tag, run_path)
+            for qid, docs in ranked_lists(run).items():
+                if qid not in queries:
+                    self._add(shard, run_path, qid, docs)
+                else:
+                    self.where[qid] = docs  # indexed before its lines came back: its whole ranking now
+                queries.add(qid)
+        return queries
+
+    def _add(self, shard: int, run_path: Path, qid: str, where: tuple[int, int, int] | list[str]) -> None:
+        if qid in self.shard_of:
+            raise InputError(run_path, None, f"query {qid!r} is in more than one shard")
+        self.shard_of[qid], self.where[qid] = shard, where
+        self.code.setdefault(qid, len(self.code))
+
+    def ranking(self, qid: str, shard_runs: list[Path]) -> list[str]:
+        where = self.where[qid]
+        return where if isinstance(where, list) else read_query(shard_runs[self.shard_of[qid]], *where).doc_ids
+
+
+class _LoggedWindows:
+    """Where each window's record is in one shard's reply log: the last record of each
+    (query, window), as a merge that reads the log in order keeps."""
+
+    def __init__(self, log_path: Path, code: dict[str, int], shard_qids: set[str], run_path: Path):
+        self.path = log_path
+        keys, offsets = array("q"), array("q")
+        for number, offset, record in reply_log_records(log_path):
+            if record["qid"] not in shard_qids:
+                raise InputError(
+                    log_path, number, f"logged query {record['qid']!r} is not in the shard's run {run_path}"
+                )
+            keys.append(code[record["qid"]] << 32 | record["window"])
+            offsets.append(offset)
+        key, offset = np.frombuffer(keys, dtype=np.int64), np.frombuffer(offsets, dtype=np.int64)
+        order = np.lexsort((offset, key))  # by (query, window), the last record of each last
+        key, offset = key[order], offset[order]
+        last = np.r_[key[1:] != key[:-1], True] if len(key) else np.zeros(0, dtype=bool)
+        self.keys, self.offsets = key[last], offset[last]
+        self.count = len(self.keys)
+        self._file = None
+
+    def lines(self, code: int) -> list[bytes]:
+        """The records of the query numbered `code`, in window order, as they are in the log."""
+        lo, hi = np.searchsorted(self.keys, [code << 32, (code + 1) << 32])
+        if lo == hi:
+            return []
+        if self._file is None:
+            self._file = open(self.path, "rb")  # noqa: SIM115 - closed in close()
+        found = []
+        for offset in self.offsets[lo:hi].tolist():
+            self._file.seek(offset)
+            found.append(self._file.readline())
+        return found
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _read_stats(path: Path) -> dict[str, Any]:
+    try:
+        stats = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, None, "shard stats not found (is this a teacher run?)") from None
+    except json.JSONDecodeError as e:
+        raise InputError(path, e.lineno, f"invalid JSON: {e.msg}") from None
+    if not isinstance(stats, dict) or not isinstance(stats.get("provenance"), dict):
+        raise InputError(path, None, "not a teacher stats file (no provenance)")
+    return stats
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

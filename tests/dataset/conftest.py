@@ -3,50 +3,38 @@
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from pipeline.cli import main
+from tests.conftest import SHARED_DATA
 
-REFERENCE = Path(os.environ.get("DISTILLM_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+REFERENCE = SHARED_DATA  # the data folder; the teachers' reference runs lie beside it
 REPLIES = REFERENCE.resolve().parent / "reference" / "teacher_runs" / "rankvicuna7b" / "prompts_responses_dl19.json"
-
-
-def logged_replies(path: Path) -> list[str]:
-    """The raw replies of rank_llm's log: {prompt, response} objects written one after another."""
-    text, decoder, pos, replies = path.read_text(), json.JSONDecoder(), 0, []
-    while True:
-        while pos < len(text) and text[pos] in ", \n\r\t[]":
-            pos += 1
-        if pos >= len(text):
-            return replies
-        try:
-            record, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError:  # a truncated last fragment ends the log
-            return replies
-        replies.append(record["response"])
 
 
 @pytest.fixture(scope="session")
 def teacher_dl19(dl_store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """`distillm rerank --backend replay:LOG` over DL19's BM25 top-100: 43 queries x 100, 9 windows each."""
-    from pipeline.io.trec import ranked_lists, read_trec_run
+    from pipeline.teacher.rank_llm_dump import ingest_files
 
     if not REPLIES.is_file():
         pytest.fail(f"reference replies not found: {REPLIES}")
     work = tmp_path_factory.mktemp("teacher")
     first_stage = dl_store / "runs" / "retrieve_results_dl19.run"
-    qids = list(ranked_lists(read_trec_run(first_stage)))
-    replies = logged_replies(REPLIES)
-    assert len(replies) == 9 * len(qids) == 387
     log = work / "rankvicuna.replies.jsonl"
-    with open(log, "w") as f:
-        for i, reply in enumerate(replies):  # rank_llm logged 9 windows per query, queries in run order
-            f.write(json.dumps({"qid": qids[i // 9], "window": i % 9, "prompt_sha256": "", "reply": reply}) + "\n")
+    counts = ingest_files(
+        REPLIES,
+        first_stage,
+        dl_store / "queries.tsv",
+        dl_store / "corpus",
+        "rank_vicuna",
+        "castorini/rank_vicuna_7b_v1",
+        log,
+    )
+    assert counts["windows_matched_by_prompt"] == 387
     teacher = work / "rankvicuna.run"
     argv = ["rerank", "--run", str(first_stage), "--queries", str(dl_store / "queries.tsv")]
     argv += ["--corpus", str(dl_store / "corpus"), "--backend", f"replay:{log}", "--prompt", "rank_vicuna"]

@@ -87,7 +87,7 @@ def test_metadata_in_json_parquet_and_card(dataset_dl19: Path, teacher_dl19: dic
     assert metadata["repair_rate"] == stats["repair_rate"] and metadata["repairs"] == stats["repairs"]
     assert metadata["windows"] == 387 and metadata["versions"] == provenance["versions"]
     assert metadata["first_stage"] == "bm25" and metadata["teacher"] == "rankvicuna"
-    assert metadata["pipeline_version"] and metadata["created"]
+    assert metadata["pipeline_version"] and "created" not in metadata  # same inputs, same bytes (DVC)
     run_name = "__rankvicuna-bm25-43-sampled-100__msmarco-passage-trec-dl-2019-judged.run"
     assert metadata["teacher_run_file"] == run_name
     run = read_trec_run(dataset_dl19 / run_name)
@@ -200,3 +200,28 @@ def test_card_is_rewritten_from_metadata(dataset_copy: Path, capsys):
 def test_names_that_cannot_name_files_are_refused(teacher_dl19: dict[str, Path], tmp_path: Path, capsys):
     assert main(export_argv(teacher_dl19, tmp_path / "o", "--teacher-name", "rank zephyr")) == 2
     assert "teacher name 'rank zephyr'" in capsys.readouterr().err
+
+
+def test_a_teacher_run_from_elsewhere_with_its_provenance_on_the_command_line(
+    teacher_dl19: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+):
+    """RankGPT's published DL19 run (gpt-3.5-turbo) becomes a dataset: no stats file needed."""
+    rankgpt = REFERENCE.resolve().parent / "reference/teacher_runs/rankgpt_gpt35/dl19_run1.txt"
+    t, out = teacher_dl19, tmp_path / "rankgpt"
+    argv = ["export", "--first-stage", str(t["first_stage"]), "--teacher", str(rankgpt), "--queries", str(t["queries"])]
+    argv += ["--teacher-name", "rankgpt", "--first-stage-name", "bm25", "--out", str(out)]
+    assert main(argv) == 2
+    assert "needs --teacher-model" in capsys.readouterr().err
+    source = "castorini/rank_llm rerank_results/BM25 (RankGPT, gpt-3.5-turbo)"
+    assert main([*argv, "--teacher-model", "gpt-3.5-turbo", "--teacher-source", source]) == 0
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert (metadata["model"], metadata["depth"], metadata["teacher_source"]) == ("gpt-3.5-turbo", 100, source)
+    assert metadata["queries"] == 43 and metadata["rows"] == 4300 and metadata["windows"] is None
+    frame = pd.read_parquet(out / "data")
+    assert {q: g["doc_id"].tolist() for q, g in frame.groupby("qid")} == {
+        q: docs[:100] for q, docs in ranked_lists(read_trec_run(rankgpt)).items()
+    }
+    assert source in (out / "README.md").read_text()
+    # stats and command-line provenance do not mix
+    both = [*argv, "--teacher-model", "x", "--teacher-stats", str(t["stats"])]
+    assert main(both) == 2 and "describe a run without --teacher-stats" in capsys.readouterr().err

@@ -11,6 +11,7 @@ import pytest
 
 from pipeline.cli import build_parser, main
 from pipeline.dataset import zenodo
+from pipeline.errors import InputError
 from tests.dataset.zenodo_server import FakeZenodo
 
 TOKEN = "zen-TEST-7c1d9f3a5b2e4d6f8a0b"
@@ -196,3 +197,84 @@ def test_a_draft_is_published_later_with_draft(server: FakeZenodo, dataset_dl19:
     assert main(publish_argv(server, dataset_dl19, "1.0.0", "--draft", str(draft), "--publish")) == 0
     assert list(server.records) == [draft] and len(server.depositions) == 1  # no second deposition
     assert len(server.calls("DELETE", rf"/depositions/{draft}/files/")) == 2  # the first upload, replaced
+
+
+def test_fetch_replaces_only_an_earlier_fetch_of_the_same_record(server: FakeZenodo, dataset_dl19: Path, tmp_path):
+    assert main(publish_argv(server, dataset_dl19, "1.0.0", "--publish")) == 0
+    [first] = server.records
+    assert main(publish_argv(server, dataset_dl19, "2.0.0", "--new-version-of", str(first), "--publish")) == 0
+    second = max(server.records)
+    out = tmp_path / "fetched"
+
+    def fetch(record: int, *extra: str) -> int:
+        return main(["fetch-dataset", str(record), "--base-url", server.url, "--out", str(out), *extra])
+
+    out.mkdir()
+    (out / "notes.txt").write_text("my own work")
+    with pytest.raises(InputError, match=rf"{out}: exists and is not an earlier fetch of record {first} from"):
+        zenodo.fetch(zenodo.Zenodo(server.url), str(first), out)
+    assert fetch(first) == 2  # refused before anything is downloaded
+    assert (out / "notes.txt").read_text() == "my own work" and not server.calls("GET", "^/api/records")
+
+    (out / "notes.txt").unlink()  # an empty directory may be filled
+    assert fetch(first) == 0
+    receipt = json.loads(out.with_name("fetched.zenodo.json").read_text())
+    assert (receipt["base_url"], receipt["record"]) == (server.url, str(first))
+    assert fetch(first) == 0  # running the same fetch again replaces its own output
+    assert fetch(second) == 2  # another version is not replaced silently
+    assert fetch(second, "--overwrite") == 0
+    assert json.loads(out.with_name("fetched.zenodo.json").read_text())["record"] == str(second)
+    assert any(p.name.endswith(".parquet") for p in out.rglob("*"))
+
+
+def test_deposition_calls_go_through_zenodo_client(server: FakeZenodo, dataset_dl19: Path, monkeypatch):
+    """zenodo-client creates, uploads, makes the new version and publishes; its ?access_token= became a header."""
+    import zenodo_client
+
+    uploads = []
+    real_upload = zenodo_client.Zenodo._upload_files
+
+    def upload(self, **kwargs):  # the real upload, counted (create calls it with no paths)
+        if kwargs["paths"]:
+            uploads.append([Path(p).name for p in kwargs["paths"]])
+        return real_upload(self, **kwargs)
+
+    monkeypatch.setattr(zenodo_client.Zenodo, "_upload_files", upload)
+    assert main(publish_argv(server, dataset_dl19, "1.0.0", "--publish")) == 0
+    [first] = server.records
+    assert main(publish_argv(server, dataset_dl19, "2.0.0", "--new-version-of", str(first), "--publish")) == 0
+    by_zenodo_client = [
+        (r.method, r.path.rsplit("/", 1)[-1] if "actions" in r.path else r.path.split("/")[-1])
+        for r in server.requests
+        if r.headers.get("user-agent", "").startswith("zenodo-client-python")
+    ]
+    assert by_zenodo_client == [
+        ("POST", "depositions"),
+        ("GET", str(first)),  # create reads the deposition back
+        ("POST", "publish"),
+        ("POST", "newversion"),
+        ("POST", "publish"),
+    ]
+    name = json.loads((dataset_dl19 / "metadata.json").read_text())["name"]
+    assert uploads == [[f"{name}-1.0.0.tar.gz"], ["MANIFEST.sha256"], [f"{name}-2.0.0.tar.gz"], ["MANIFEST.sha256"]]
+    assert all(r.headers["authorization"] == f"Bearer {TOKEN}" and not r.query for r in server.requests)
+
+
+def test_fetch_files_of_a_published_rank_distillm_record(server: FakeZenodo, tmp_path: Path, monkeypatch, capsys):
+    """A record that is not an export (the Rank-DistiLLM runs): chosen files, md5-checked, no token needed."""
+    monkeypatch.delenv("ZENODO_TOKEN")
+    name = "__rankzephyr-colbert-10000-sampled-100__msmarco-passage-train-judged.run"
+    run = b"".join(f"1000 Q0 {d} {r} {1 / r:.4f} rankzephyr\n".encode() for r, d in enumerate(range(7, 12), 1))
+    record = server.add_record({name: run, "__colbert__msmarco-passage-train-judged.run": b"big\n" * 1000})
+    out = tmp_path / "rank-distillm"
+    argv = ["fetch-dataset", str(record), "--base-url", server.url, "--out", str(out), "--file", "__rankzephyr-*"]
+    assert main(argv) == 0
+    assert f"1 file(s) of record {record}, md5 checked (not a distillm export): {name}" in capsys.readouterr().out
+    assert [p.name for p in out.iterdir()] == [name] and (out / name).read_bytes() == run
+    assert not any("authorization" in r.headers for r in server.requests)
+    assert main([*argv[:-1], "__no-such-*"]) == 2
+    assert "matches no file of record" in capsys.readouterr().err
+    [stored] = [f for f in server.records[record]["files"] if f["key"] == name]
+    server.buckets[server.records[record]["_bucket"]][name]["data"] = run + b"tampered\n"
+    assert main(argv) == 1
+    assert f"{name}: md5" in capsys.readouterr().err and stored["checksum"].startswith("md5:")

@@ -80,6 +80,14 @@ class FakeZenodo:
     def calls(self, method: str, pattern: str = "") -> list[Recorded]:
         return [r for r in self.requests if r.method == method and re.search(pattern, r.path)]
 
+    def add_record(self, files: dict[str, bytes], metadata: dict[str, Any] | None = None) -> int:
+        """A record published by someone else (e.g. the Rank-DistiLLM runs): its files as given."""
+        deposition = self._new_deposition({"title": "a published record", **(metadata or {})})
+        for key, data in files.items():
+            self.buckets[deposition["_bucket"]][key] = {"id": str(uuid.uuid4()), "data": data}
+        self._publish(deposition)
+        return deposition["id"]
+
     # --- the API ---------------------------------------------------------------------
 
     def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, dict]:

@@ -178,7 +178,7 @@ def test_bad_arguments_fail_before_the_jvm(tmp_path: Path) -> None:
 def test_importing_the_module_starts_no_jvm() -> None:
     """`distillm --help` imports bm25: it must not pull in pyjnius, Pyserini or torch."""
     code = "import sys, pipeline.first_stage.bm25; print(sorted({'jnius', 'pyserini', 'torch'} & set(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300).stdout
     assert out.strip() == "[]"
 
 

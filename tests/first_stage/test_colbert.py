@@ -15,7 +15,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +32,9 @@ from pipeline.io.trec import ranked_lists, read_qrels, read_trec_run, write_trec
 # Session fixtures (checkpoint, subset store, index, runs): see colbert_fixtures.py.
 pytest_plugins = ["tests.first_stage.colbert_fixtures"]
 engine = pytest.mark.engine
+# The first test that needs the index builds it (4 C++ extensions compiled on a fresh machine,
+# then ~600 passages encoded): minutes on a loaded 2-core machine, so more than the default.
+pytestmark = pytest.mark.timeout(1800)
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -78,7 +80,7 @@ def test_post_init_fix_also_applies_when_colbert_was_imported_first() -> None:
         "assert hf.class_factory.calls_post_init\n"
         "assert base.class_factory is doc.class_factory is query.class_factory is hf.class_factory\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
 
 
@@ -110,7 +112,7 @@ def _truncate_weights(path: Path) -> None:
     ],
 )
 def test_broken_checkpoint_fails_fast_with_a_clear_message(
-    breakage: str, message: str, colbert_checkpoint: Path, colbert_subset: Path, tmp_path: Path, capsys
+    breakage: str, message: str, colbert_checkpoint: Path, colbert_subset: Path, tmp_path: Path, capsys, caplog
 ) -> None:
     broken = tmp_path / "broken"
     if breakage != "missing":
@@ -123,10 +125,10 @@ def test_broken_checkpoint_fails_fast_with_a_clear_message(
         _truncate_weights(broken)
     checkpoint = "distillm-tests/no-such-colbert" if breakage == "hub id offline" else str(broken)
     index = tmp_path / "index"
-    started = time.perf_counter()
-    with pytest.raises(InputError, match=message):
+    with caplog.at_level(logging.INFO, logger="pipeline.first_stage.colbert"), pytest.raises(InputError, match=message):
         colbert.build_index(colbert_subset, index, checkpoint, progress=False)
-    assert time.perf_counter() - started < 60
+    # fast: stopped before the slow steps (extensions, encoding), whatever the machine's speed
+    assert "C++ extensions" not in caplog.text and "indexing" not in caplog.text
     assert not index.exists() and not index.with_name("index.tmp").exists()
     argv = ["index", "colbert", "--corpus", str(colbert_subset), "--checkpoint", checkpoint, "--index", str(index)]
     assert main(argv) == 2
@@ -150,22 +152,21 @@ def test_a_stale_compile_lock_stops_the_cli_with_a_clear_error_instead_of_hangin
     index = tmp_path / "index"
     argv = ["index", "colbert", "--corpus", str(colbert_subset), "--checkpoint", str(colbert_checkpoint)]
     env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(extensions), "OMP_NUM_THREADS": "2"}
-    started = time.perf_counter()
+    # The watchdog's message below says it stopped the hang; the timeout only bounds a watchdog
+    # that never fires (the start-up alone, torch and colbert-ai, takes ~20 s on 2 cores).
     done = subprocess.run(
         [sys.executable, "-m", "pipeline", *argv, "--index", str(index), "--stall-timeout", "5"],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,
     )
-    seconds = time.perf_counter() - started
     last = done.stderr.strip().splitlines()[-1]
     assert done.returncode == 1, done.stderr[-2000:]
     assert last.startswith("distillm index: error: colbert indexing made no progress for")
     assert "file_baton.py" in last and str(extensions / "segmented_maxsim_cpp" / "lock") in last
     assert not index.exists() and not index.with_name("index.tmp").exists()
-    assert seconds < 120
 
 
 # ------------------------------------------------------------------ bad index directories
@@ -351,6 +352,7 @@ def test_searching_with_another_checkpoint_is_logged(
 # ------------------------------------------------------------------ slow: the whole pool, a second build
 
 
+@pytest.mark.timeout(3600)
 @pytest.mark.slow
 @engine
 def test_index_builds_are_deterministic(
@@ -363,6 +365,7 @@ def test_index_builds_are_deterministic(
     assert run.equals(colbert_runs[0][0])
 
 
+@pytest.mark.timeout(3600)
 @pytest.mark.slow
 @engine
 def test_full_candidate_pool(dl_store: Path, colbert_checkpoint: Path, trec_dl: Path, tmp_path: Path) -> None:

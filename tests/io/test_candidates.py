@@ -42,3 +42,24 @@ def test_bad_candidates(tmp_path: Path, entries: list, message: str):
     path.write_text(json.dumps(entries))
     with pytest.raises(InputError, match=message):
         read_candidates(path)
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"), [([], "no candidates"), ([{"query": "q", "hits": []}], "no candidates"), ([3], "needs")]
+)
+def test_candidates_without_any_hit_are_refused(tmp_path: Path, entries: list, message: str):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(entries))
+    with pytest.raises(InputError, match=message):
+        read_candidates(path)
+
+
+def test_non_utf8_bytes_are_named_by_line_and_byte_offset(trec_dl: Path, tmp_path: Path):
+    data = (trec_dl / "retrieve_results_dl19.json").read_bytes()
+    offset = data.index(b'"content"', len(data) // 2)  # a passage text in the middle of the file
+    path = tmp_path / "c.json"
+    path.write_bytes(data[:offset] + b"\xff" + data[offset:])
+    line = data.count(b"\n", 0, offset) + 1
+    with pytest.raises(InputError, match=rf"byte 0xff at byte offset {offset} of the file") as raised:
+        read_candidates(path)
+    assert (raised.value.path, raised.value.line) == (str(path), line)

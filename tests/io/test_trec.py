@@ -81,3 +81,15 @@ def test_qrels(trec_dl: Path, tmp_path: Path):
     bad.write_text("1 0 d1 high\n")
     with pytest.raises(InputError, match="relevance is not an integer"):
         read_qrels(bad)
+
+
+@pytest.mark.parametrize("content", ["", "\n \n"])
+def test_a_run_or_qrels_without_entries_is_refused(tmp_path: Path, content: str):
+    path = tmp_path / "empty.txt"
+    path.write_text(content)
+    with pytest.raises(InputError, match="the run holds no rankings") as info:
+        read_trec_run(path)
+    assert (info.value.path, info.value.line) == (str(path), None)
+    assert read_trec_run(path, allow_empty=True).empty  # a teacher shard may hold no query
+    with pytest.raises(InputError, match="the qrels hold no judgments"):
+        read_qrels(path)

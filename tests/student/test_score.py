@@ -36,7 +36,7 @@ def test_pairs_are_truncated_separately_then_paired(minilm: Path):
 
 
 def test_checkpoint_round_trip(distilled: Path):
-    from pipeline.student.model import load_cross_encoder
+    from pipeline.student.checkpoint import load_cross_encoder
 
     a, b = load_cross_encoder(distilled / "model"), load_cross_encoder(distilled / "model")
     a.eval(), b.eval()

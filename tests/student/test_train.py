@@ -46,9 +46,10 @@ def test_distillation_lowers_the_loss_on_fixed_lists(distilled: Path, minilm: Pa
     import torch
 
     from pipeline.io.corpus import CorpusStore
+    from pipeline.student.checkpoint import load_cross_encoder
     from pipeline.student.data import TeacherLists, epoch_rng
     from pipeline.student.losses import ranknet_loss
-    from pipeline.student.model import build_cross_encoder, load_cross_encoder
+    from pipeline.student.model import build_cross_encoder
 
     lists = TeacherLists(teacher_dataset, list_size=8, corpus=CorpusStore(dl19_files["corpus"]))
     samples = [lists.sample(i, epoch_rng(123, 0, i)) for i in range(len(lists))]
@@ -76,8 +77,9 @@ def test_metrics_schedule_checkpoints_and_provenance(distilled: Path):
     assert [float(r["lr"]) for r in rows][:3] == pytest.approx([1e-4, 2e-4, 2e-4])
     # save every 4 steps, keep the last 2
     assert sorted(p.name for p in (distilled / "checkpoints").iterdir()) == ["step-00000004", "step-00000008"]
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "head.safetensors", "cross_encoder.json"):
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):  # lightning-ir's mono layout
         assert (distilled / "model" / name).exists(), name
+    assert json.loads((distilled / "model" / "config.json").read_text())["model_type"] == "mono"
     provenance = json.loads((distilled / "model" / "provenance.json").read_text())
     assert provenance["stage"] == "distill"
     assert provenance["step"] == 8
@@ -130,6 +132,7 @@ def cli_args(settings: dict, out: Path) -> list[str]:
     return args
 
 
+@pytest.mark.timeout(1800)
 def test_killed_run_resumes_onto_the_same_curve(minilm: Path, resume_dataset: Path, tmp_path: Path):
     settings = resume_settings(minilm, resume_dataset)
     straight = tmp_path / "straight"
@@ -137,21 +140,21 @@ def test_killed_run_resumes_onto_the_same_curve(minilm: Path, resume_dataset: Pa
 
     killed = tmp_path / "killed"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", *cli_args(settings, killed)],
+    proc = subprocess.Popen(  # niced: on a busy machine the watching loop below gets the CPU first
+        ["nice", "-n", "10", sys.executable, "-m", "pipeline", *cli_args(settings, killed)],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     try:  # kill -9 after step 3: the last checkpoint is step 2, metrics.csv already has step 3
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 900  # start-up (torch, the encoder) on a slow machine
         while time.monotonic() < deadline and proc.poll() is None:
             if (killed / "metrics.csv").exists() and len(read_rows(killed / "metrics.csv")) >= 3:
                 break
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -169,8 +172,8 @@ def test_killed_run_resumes_onto_the_same_curve(minilm: Path, resume_dataset: Pa
     assert [float(r["lr"]) for r in b] == pytest.approx([float(r["lr"]) for r in a])
     from safetensors.torch import load_file
 
-    head_a = load_file(straight / "model" / "head.safetensors")["weight"]
-    head_b = load_file(killed / "model" / "head.safetensors")["weight"]
+    head_a = load_file(straight / "model" / "model.safetensors")["linear.weight"]
+    head_b = load_file(killed / "model" / "model.safetensors")["linear.weight"]
     assert (head_a - head_b).abs().max().item() < 1e-6
     # the short query was trained with its 3 candidates
     final = json.loads((killed / "metrics.json").read_text())
@@ -249,8 +252,29 @@ def test_stage1_infonce_then_distill_from_it(minilm: Path, stage1_inputs, dl19_f
     assert provenance["init"]["provenance"]["stage"] == "infonce"
     assert provenance["init"]["provenance"]["counts"]["skipped_no_relevant"] == 1
     # the lengths travel with the checkpoint
-    settings = json.loads((stage2 / "model" / "cross_encoder.json").read_text())
-    assert (settings["query_length"], settings["passage_length"]) == (16, 32)
+    settings = json.loads((stage2 / "model" / "config.json").read_text())
+    assert (settings["query_length"], settings["doc_length"]) == (16, 32)
+
+
+def test_zero_steps_writes_the_initial_model_as_the_result(minilm: Path, teacher_dataset, dl19_files, tmp_path):
+    """`--steps 0` (the demo's stage 1, which made the student worse): the base encoder with the
+    seeded fresh head, saved as a checkpoint that stage 2 starts from like any other."""
+    import torch
+
+    from pipeline.student.checkpoint import load_cross_encoder
+    from pipeline.student.model import build_cross_encoder
+
+    out = tmp_path / "none"
+    final = train(
+        TrainConfig(
+            out=out, data=teacher_dataset, corpus=dl19_files["corpus"], model=str(minilm), steps=0, seed=3, **FAST
+        )
+    )
+    assert (final["steps"], final["total_steps"], final["loss"]) == (0, 0, None)
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000000"]
+    saved, fresh = load_cross_encoder(out / "model"), build_cross_encoder(str(minilm), seed=3, **FAST)
+    for (name, a), (_, b) in zip(saved.state_dict().items(), fresh.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
 
 
 # --- bad input -------------------------------------------------------------------------------

@@ -71,15 +71,17 @@ def dl19(dl_store: Path):
     return lists, read_queries(dl_store / "queries.tsv"), CorpusStore(dl_store / "corpus")
 
 
+RANKVICUNA = "castorini/rank_vicuna_7b_v1"  # the model that wrote the recorded replies
+
+
 @pytest.fixture(scope="session")
 def rankvicuna_dl19_log(dl_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A replay log of RankVicuna-7B's real DL19 replies, as logged by rank_llm."""
-    from pipeline.io.trec import ranked_lists, read_trec_run
-    from pipeline.teacher.reply_log import read_rank_llm_windows, write_replay_log
+    """A reply log of RankVicuna-7B's real DL19 replies as rank_llm recorded them
+    (`distillm ingest replies`): replay finds every window by its prompt hash."""
+    from pipeline.teacher.rank_llm_dump import ingest_files
     from tests.conftest import SHARED_DATA
 
-    qids = list(ranked_lists(read_trec_run(dl_store / "runs" / "retrieve_results_dl19.run")))
-    windows = read_rank_llm_windows(
-        SHARED_DATA.parent / "reference" / "teacher_runs" / "rankvicuna7b" / "prompts_responses_dl19.json"
-    )
-    return write_replay_log(windows, qids, tmp_path_factory.mktemp("rankvicuna") / "rankvicuna-dl19.jsonl")
+    out = tmp_path_factory.mktemp("rankvicuna") / "rankvicuna-dl19.jsonl"
+    dump = SHARED_DATA.parent / "reference" / "teacher_runs" / "rankvicuna7b" / "prompts_responses_dl19.json"
+    ingest_files(dump, *dl19_inputs(dl_store)[1::2], "rank_vicuna", RANKVICUNA, out)
+    return out

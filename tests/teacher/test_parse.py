@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.teacher.parse import REPAIRS, parse_permutation, settled_head
+from pipeline.teacher.parse import REPAIRS, parse_permutation, rank_by_logprobs, settled_head
 
 from .test_reference_replay import load_logged_windows
 
@@ -151,3 +151,19 @@ def test_a_later_think_tag_can_change_a_settled_head():
     """The one way appended text changes a settled head: the driver checks (test_rerank)."""
     assert settled_head("[3] > [1]", 3, 1) == [2]
     assert parse_permutation("[3] > [1] </think> [1] > [2] > [3]", 3).order[:1] == [0]
+
+
+def test_letter_identifiers_are_read_as_rank_llms_alphabetical_template_extracts_them():
+    parsed = parse_permutation("[C] > [A] > [C] > [Z] > [b] > [AB]", 4, "letters")
+    assert parsed.order == [2, 0, 1, 3]  # [b] and [AB] are not identifiers; B and D are appended
+    assert parsed.repairs == ("wrong_format", "repetition", "missing", "out_of_range")
+    assert (parsed.n_missing, parsed.n_repeated, parsed.n_out_of_range) == (2, 1, 1)
+    assert parse_permutation("[B] > [A]", 2, "letters").ok
+    assert not parse_permutation("[2] > [1]", 2, "letters").ok  # digits are not letter identifiers
+
+
+def test_first_order_is_by_log_probability_then_window_order_and_missing_ones_are_counted():
+    parsed = rank_by_logprobs({"C": -0.1, "A": -2.0, "B": -2.0, "E": -0.5, "[": -0.01}, 4, "letters")
+    assert parsed.order == [2, 0, 1, 3]  # C; A and B tie (window order); D has none; E, "[" are no ids
+    assert parsed.repairs == ("missing",) and parsed.n_missing == 1
+    assert rank_by_logprobs({"2": -1.0, "1": -3.0}, 2, "numbers") == parse_permutation("[2] > [1]", 2)

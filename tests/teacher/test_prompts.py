@@ -69,7 +69,7 @@ def test_every_shipped_prompt_loads_and_records_its_provenance():
         assert template.name == name and template.path == prompts_dir() / f"{name}.toml"
         assert template.sha256 == hashlib.sha256(template.path.read_bytes()).hexdigest()
         user = build_messages(template, "q", [("p", None)], 10)[-1]["content"]
-        assert "[1] p\n" in user
+        assert ("[A] p\n" if template.identifiers == "letters" else "[1] p\n") in user
     assert load_prompt("rank_vicuna").system is None
     assert load_prompt(str(prompts_dir() / "rank_gpt.toml")).system.startswith("You are RankGPT")
 
@@ -132,3 +132,18 @@ def test_fit_messages_raises_when_one_word_does_not_fit():
         fit_messages(template, "q", passages, words_counter, needed - 1)
     assert (error.value.tokens, error.value.budget) == (needed, needed - 1)
     assert fit_messages(template, "q", passages, words_counter, needed)[1:] == (1, needed)
+
+
+def test_a_letter_prompt_names_passages_with_letters_and_protects_letter_brackets():
+    template = load_prompt("rank_zephyr_alpha")
+    assert template.identifiers == "letters"
+    user = build_messages(template, "what is [A]?", [("see [B] and [2]", None), ("q", "T")], 300)[-1]["content"]
+    assert "[A] see (B) and [2]\n[B] Title: T Content: q\n" in user
+    assert "query: what is (A)?" in user and "e.g., [B] > [A]" in user
+
+
+def test_an_unknown_identifier_scheme_is_refused(tmp_path: Path):
+    path = tmp_path / "p.toml"
+    path.write_text('identifiers = "roman"\nprefix = "p"\npassage = "[{rank}] {passage}"\nsuffix = "s"\n')
+    with pytest.raises(InputError, match="'identifiers' must be one of"):
+        load_prompt(str(path))

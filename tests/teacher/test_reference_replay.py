@@ -1,6 +1,6 @@
 """Replay rank_llm's logged RankVicuna-7B runs on TREC DL19 and DL20 through our pure core.
 
-The reference (../shared/reference/teacher_runs/rankvicuna7b, see its README) holds every
+The reference (data/shared/reference/teacher_runs/rankvicuna7b, see ../shared/reference/README.md) holds every
 prompt rank_llm built and every raw reply, 9 windows per query in processing order, and the
 final runs. We drive `rerank` with a window ranker that takes the next logged reply, parses it
 with `parse_permutation`, and checks the user message that `build_messages` builds from the
@@ -17,18 +17,16 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from pipeline.teacher.parse import parse_permutation
 from pipeline.teacher.prompts import build_messages, load_prompt
-from pipeline.teacher.reply_log import read_rank_llm_windows
+from pipeline.teacher.rank_llm_dump import read_rank_llm_dump
 from pipeline.teacher.windows import rerank
+from tests.conftest import SHARED_DATA
 
-SHARED_DATA = Path(os.environ.get("DISTILLM_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 REFERENCE = SHARED_DATA.resolve().parent / "reference" / "teacher_runs" / "rankvicuna7b"
 MAX_WORDS = 300
 # FastChat's Vicuna conversation: "<system> USER: <user> " and rank_llm appends " ASSISTANT:"
@@ -43,10 +41,11 @@ def load_logged_windows(year: str) -> list[tuple[str, str]]:
     if not path.is_file():
         pytest.fail(f"reference log not found: {path}")
     out = []
-    for record in read_rank_llm_windows(path):
-        _, sep, rest = record["prompt"].partition(USER)
-        assert sep and rest.endswith(ASSISTANT), record["prompt"][:200]
-        out.append((rest[: -len(ASSISTANT)], record["response"]))
+    records, _ = read_rank_llm_dump(path)
+    for record in records:
+        _, sep, rest = record.prompt.partition(USER)
+        assert sep and rest.endswith(ASSISTANT), record.prompt[:200]
+        out.append((rest[: -len(ASSISTANT)], record.response))
     return out
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.errors import InputError
 from pipeline.teacher.backends.replay import ReplayBackend
 from pipeline.teacher.prompts import load_prompt
 from pipeline.teacher.reply_log import read_reply_log
@@ -195,8 +196,9 @@ def test_replay_reproduces_a_run_without_a_model(dl19, tmp_path: Path, renderer)
                     )
                     + "\n"
                 )
-    out, tally, records = run_teacher(ReplayBackend(log_path), renderer, dl19, tmp_path / "new.jsonl", lists=lists)
-    assert tally.windows == 18
+    scripted = ReplayBackend(log_path, by_window=True)  # replies scripted per window, no prompts
+    out, tally, records = run_teacher(scripted, renderer, dl19, tmp_path / "new.jsonl", lists=lists)
+    assert tally.windows == 18 and scripted.matched == {"prompt_sha256": 0, "qid_window": 18}
     assert tally.repairs["repetition"] == 2 * 2  # window 1 and 7 of each query
     assert tally.repairs["out_of_range"] == 2 * 1
     assert tally.repairs["wrong_format"] == 2 * 2  # empty reply and prose
@@ -206,9 +208,14 @@ def test_replay_reproduces_a_run_without_a_model(dl19, tmp_path: Path, renderer)
     replay = ReplayBackend(tmp_path / "new.jsonl")
     again, _, _ = run_teacher(replay, renderer, dl19, tmp_path / "again.jsonl", lists=lists)
     assert again == out and replay.matched == {"prompt_sha256": 18, "qid_window": 0}
-    # with another word budget every prompt differs: replay falls back to (qid, window)
-    replay = ReplayBackend(tmp_path / "new.jsonl")
-    other, _, _ = run_teacher(replay, renderer, dl19, tmp_path / "other.jsonl", lists=lists, max_words=50)
+    # with another word budget every prompt differs: replay refuses, naming the window...
+    with pytest.raises(InputError, match=r"no logged reply for query '\d+' window 0 with this prompt"):
+        run_teacher(
+            ReplayBackend(tmp_path / "new.jsonl"), renderer, dl19, tmp_path / "other.jsonl", lists=lists, max_words=50
+        )
+    # ...unless told to take the reply logged for the same (qid, window), counted
+    replay = ReplayBackend(tmp_path / "new.jsonl", by_window=True)
+    other, _, _ = run_teacher(replay, renderer, dl19, tmp_path / "other2.jsonl", lists=lists, max_words=50)
     assert other == out and replay.matched == {"prompt_sha256": 0, "qid_window": 18}
 
 
@@ -223,7 +230,7 @@ def test_prompt_that_cannot_fit_keeps_order_and_is_counted(dl19, tmp_path: Path,
         )
     )
     out, tally, records = run_teacher(
-        ReplayBackend(log_path), renderer, dl19, tmp_path / "log.jsonl", lists=lists, max_model_len=150
+        ReplayBackend(log_path, by_window=True), renderer, dl19, tmp_path / "log.jsonl", lists=lists, max_model_len=150
     )
     assert out == lists
     assert tally.prompt_overflow == 9 and all(r["reply"] is None for r in records)
@@ -235,7 +242,8 @@ def test_short_candidate_lists_and_depth(dl19, tmp_path: Path, renderer):
     lists = {qid: all_lists[qid][:15]}
     log_path = tmp_path / "replies.jsonl"
     log_path.write_text(json.dumps({"qid": qid, "window": 0, "prompt_sha256": "-", "reply": "[15] > [1]"}) + "\n")
-    out, tally, records = run_teacher(ReplayBackend(log_path), renderer, dl19, tmp_path / "log.jsonl", lists=lists)
+    scripted = ReplayBackend(log_path, by_window=True)
+    out, tally, records = run_teacher(scripted, renderer, dl19, tmp_path / "log.jsonl", lists=lists)
     assert tally.windows == 1 and (records[0]["start_rank"], records[0]["end_rank"]) == (1, 15)
     assert out[qid] == [lists[qid][14], lists[qid][0], *lists[qid][1:14]]
     # depth 30 of 100: 3 windows over the top 30; ranks 31-100 stay in first-stage order
@@ -245,5 +253,6 @@ def test_short_candidate_lists_and_depth(dl19, tmp_path: Path, renderer):
             json.dumps({"qid": qid, "window": w, "prompt_sha256": "-", "reply": "[20] > [1]"}) + "\n" for w in range(3)
         )
     )
-    out, tally, _ = run_teacher(ReplayBackend(log_path), renderer, dl19, tmp_path / "log2.jsonl", lists=lists, depth=30)
+    scripted = ReplayBackend(log_path, by_window=True)
+    out, tally, _ = run_teacher(scripted, renderer, dl19, tmp_path / "log2.jsonl", lists=lists, depth=30)
     assert tally.windows == 2 and out[qid][30:] == all_lists[qid][30:] and sorted(out[qid]) == sorted(all_lists[qid])

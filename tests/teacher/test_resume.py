@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -43,34 +41,40 @@ def teacher_command(dl_store: Path, model: Path, out: Path, n_queries: int) -> l
     ]
 
 
+@pytest.mark.timeout(1800)
 @pytest.mark.engine
 def test_kill_and_resume_gives_identical_output(dl_store: Path, tiny_mistral: Path, tmp_path: Path):
     n_queries = 4
     whole = tmp_path / "whole" / "teacher.run"
-    subprocess.run(teacher_command(dl_store, tiny_mistral, whole, n_queries), check=True, capture_output=True)
+    command = teacher_command(dl_store, tiny_mistral, whole, n_queries)
+    subprocess.run(command, check=True, capture_output=True, timeout=600)
 
     crashed = tmp_path / "crashed" / "teacher.run"
     log_path = crashed.with_name("teacher.run.log.jsonl")
-    proc = subprocess.Popen(
-        teacher_command(dl_store, tiny_mistral, crashed, n_queries),
+    proc = subprocess.Popen(  # niced: on a busy machine the watching loop below gets the CPU first
+        ["nice", "-n", "10", *teacher_command(dl_store, tiny_mistral, crashed, n_queries)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if log_path.exists() and len(log_path.read_bytes().splitlines()) >= 15:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:  # kill -9 after 10 windows: 26 windows before the run would end on its own
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and proc.poll() is None:
+            if log_path.exists() and log_path.read_bytes().count(b"\n") >= 10:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run finished before it could be killed"
+    finally:
+        proc.kill()  # SIGKILL: the crash under test
+        proc.wait(timeout=60)
     logged = len(list(read_reply_log(log_path)))
-    assert 15 <= logged < 9 * n_queries and not crashed.exists()
+    assert 10 <= logged < 9 * n_queries and not crashed.exists()
     # a write cut short by the crash leaves a partial last line: it must be dropped
     with open(log_path, "a") as f:
         f.write('{"qid": "partial", "wind')
 
-    result = subprocess.run(teacher_command(dl_store, tiny_mistral, crashed, n_queries), capture_output=True, text=True)
+    result = subprocess.run(
+        teacher_command(dl_store, tiny_mistral, crashed, n_queries), capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr
     assert crashed.read_text() == whole.read_text()
     keys = [(r["qid"], r["window"]) for _, r in read_reply_log(log_path)]
@@ -80,13 +84,19 @@ def test_kill_and_resume_gives_identical_output(dl_store: Path, tiny_mistral: Pa
     assert stats["provenance"]["prompt_sha256"] and stats["provenance"]["versions"]["transformers"]
 
 
-def test_changed_settings_refuse_to_resume(dl_store: Path, tiny_mistral: Path, tmp_path: Path):
+def test_a_log_of_other_settings_is_moved_aside_not_mixed(dl_store: Path, tiny_mistral: Path, tmp_path: Path):
     out = tmp_path / "t.run"
     log_path = tmp_path / "t.run.log.jsonl"
     log_path.write_text("")
     (tmp_path / "t.run.log.jsonl.settings.json").write_text(json.dumps({"window": 10}))
-    result = subprocess.run(teacher_command(dl_store, tiny_mistral, out, 1), capture_output=True, text=True)
-    assert result.returncode == 2 and "written with other settings" in result.stderr
+    result = subprocess.run(
+        teacher_command(dl_store, tiny_mistral, out, 1), capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr
+    assert "settings changed" in result.stderr
+    stale = list(tmp_path.glob("t.run.log.jsonl.stale-*"))
+    assert [p.name.endswith(".settings.json") for p in sorted(stale)] == [False, True]
+    assert len(list(read_reply_log(log_path))) == 9
 
 
 def test_unknown_doc_fails_before_any_model(dl_store: Path, tmp_path: Path):
@@ -115,6 +125,7 @@ def test_unknown_doc_fails_before_any_model(dl_store: Path, tmp_path: Path):
         ],
         capture_output=True,
         text=True,
+        timeout=600,
     )
     assert result.returncode == 2
     assert f"{bad_run}:4: doc 'no-such-passage' is not in the corpus" in result.stderr

@@ -17,10 +17,15 @@ that can stream (vllm) also return a request's text so far (`Reply.finished` Fal
 it asked for it (`Request.partial`): once the reply names the identifiers that the next
 window carries over, the driver submits the next window early.
 
+A FIRST request (`Request.identifiers` set, `--ranking first`) generates one token and the
+reply carries the log-probabilities of the window's identifiers as that token
+(`Reply.logprobs`): vllm and transformers return every identifier's, an OpenAI-compatible
+server those among the top log-probabilities it returns (it must return some).
+
     vllm            vLLM's offline engine in-process (`--model`: a local folder or hub id)
     openai          any OpenAI-compatible completions server (`--base-url`)
     transformers    batched `generate` (no vLLM needed)
-    replay:LOG      replies from an earlier reply log, no model
+    replay:LOG      replies from an earlier reply log, no model (pipeline.teacher.reuse)
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ class Request:
     window: int
     regex: str | None = None  # constrained decoding (backends that support it)
     partial: bool = False  # also return the text so far while generating (backends that can)
+    # FIRST: generate one token and return these identifiers' log-probabilities as that token
+    identifiers: tuple[str, ...] = ()
+    identifier_ids: tuple[int, ...] = ()  # their token ids (after the prompt's closing "[")
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,8 @@ class Reply:
     text: str
     completion_tokens: int
     finished: bool = True  # False: the text so far of a request still generating
+    reused_from: str | None = None  # the reply log it was taken from, when no model was called
+    logprobs: dict[str, float] | None = None  # FIRST: identifier -> log-probability as the first token
 
 
 class Backend(Protocol):
@@ -63,11 +73,8 @@ class Backend(Protocol):
 
 
 def open_backend(spec: str, **options: Any) -> Backend:
-    """Build a backend from its name (`vllm`, `openai`, `transformers`, `replay:LOG`)."""
-    if spec.startswith("replay:"):
-        from pipeline.teacher.backends.replay import ReplayBackend
-
-        return ReplayBackend(spec.removeprefix("replay:"))
+    """Build a model backend from its name (`vllm`, `openai`, `transformers`); `replay:LOG` is
+    not a model: the teacher answers it from the log (pipeline.teacher.reuse)."""
     if spec == "vllm":
         from pipeline.teacher.backends.vllm_engine import VLLMBackend
 
@@ -81,3 +88,8 @@ def open_backend(spec: str, **options: Any) -> Backend:
 
         return TransformersBackend(**options)
     raise ValueError(f"unknown teacher backend {spec!r}: choose vllm, openai, transformers or replay:LOG")
+
+
+def streams_partial_replies(spec: str) -> bool:
+    """Whether the backend returns partial replies (early submission), known before it is opened."""
+    return spec == "vllm"

@@ -7,6 +7,10 @@ continuous (`continuous=True`, `--continuous-batching`): transformers' continuou
   (a paged KV cache, no padding). Each prompt joins the running batch when it is
   submitted and leaves it when its reply ends, so a query's next window starts while other
   windows are still decoding, as on vLLM. Greedy replies are the same as in padded mode.
+
+FIRST requests (one token, `--ranking first`) always go in padded batches (in either mode):
+there is no decoding to batch continuously. Their identifiers' log-probabilities come from
+the first generation step's raw logits.
 """
 
 from __future__ import annotations
@@ -92,7 +96,7 @@ class TransformersBackend:
         }
 
     def submit(self, request: Request) -> None:
-        if self.manager is None:
+        if self.manager is None or request.identifiers:
             self.queue.append(request)
             return
         self.pending[request.key] = request
@@ -103,10 +107,14 @@ class TransformersBackend:
             raise RuntimeError(f"transformers continuous batching refused window {request.key!r}")
 
     def poll(self) -> list[Reply]:
+        if self.queue:
+            return self._poll_padded()
         if self.manager is not None:
             return self._poll_continuous()
-        if not self.queue:
-            return []
+        return []
+
+    def _poll_padded(self) -> list[Reply]:
+        """Generate the shortest pending prompts as one left-padded batch."""
         self.queue.sort(key=lambda r: len(r.prompt_ids))
         batch, self.queue = self.queue[: self.batch_size], self.queue[self.batch_size :]
         torch = self.torch
@@ -116,6 +124,7 @@ class TransformersBackend:
         for row, r in enumerate(batch):  # left padding: every prompt ends at the last column
             ids[row, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
             mask[row, width - len(r.prompt_ids) :] = 1
+        first = any(r.identifiers for r in batch)
         with torch.inference_mode():
             out = self.model.generate(
                 input_ids=ids.to(self.device),
@@ -124,8 +133,15 @@ class TransformersBackend:
                 max_new_tokens=max(r.max_tokens for r in batch),
                 pad_token_id=self.pad,
                 eos_token_id=self.eos,
+                output_logits=first,  # raw logits of each step, before any logits processor
+                return_dict_in_generate=True,
             )
-        return [self._reply(r, out[row, width:].tolist()) for row, r in enumerate(batch)]
+        # FIRST: log-probabilities of the first generated token
+        step0 = torch.log_softmax(out.logits[0].float(), dim=-1).cpu() if first else None
+        return [
+            self._reply(r, out.sequences[row, width:].tolist(), None if step0 is None else step0[row])
+            for row, r in enumerate(batch)
+        ]
 
     def _poll_continuous(self) -> list[Reply]:
         """Block until at least one submitted request has finished; return all finished ones."""
@@ -151,7 +167,7 @@ class TransformersBackend:
             timeout = 0  # then take whatever else has finished, without waiting
         return replies
 
-    def _reply(self, r: Request, generated: list[int]) -> Reply:
+    def _reply(self, r: Request, generated: list[int], first_logprobs: Any = None) -> Reply:
         new = generated[: r.max_tokens]
         if self.eos in new:
             new = new[: new.index(self.eos) + 1]
@@ -159,7 +175,10 @@ class TransformersBackend:
         # decoding `new` alone would drop the leading space of its first word piece
         context = self.tokenizer.decode(r.prompt_ids[-1:], skip_special_tokens=True)
         text = self.tokenizer.decode(r.prompt_ids[-1:] + new, skip_special_tokens=True)[len(context) :]
-        return Reply(r.key, text, len(new))
+        logprobs = None
+        if r.identifiers:
+            logprobs = {name: float(first_logprobs[i]) for name, i in zip(r.identifiers, r.identifier_ids, strict=True)}
+        return Reply(r.key, text, len(new), logprobs=logprobs)
 
     def close(self) -> None:
         if self.manager is not None:

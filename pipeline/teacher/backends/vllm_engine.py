@@ -5,6 +5,11 @@ makes a query's next window depend on its previous reply, so instead requests go
 engine (`LLM.llm_engine`) one by one with `add_request` and come back from `step()` as they
 finish. The engine keeps batching continuously across queries.
 
+A FIRST request generates one token with `SamplingParams.logprob_token_ids` set to the
+window's identifier tokens: the engine returns exactly their log-probabilities (raw, before
+any logits processor), so no identifier is ever missing, whatever the engine's
+`max_logprobs` (that cap is for top-k logprobs; explicit ids allow up to 128).
+
 Any script that builds this backend needs an `if __name__ == "__main__":` guard: vLLM's
 worker processes re-import the main module.
 """
@@ -58,6 +63,7 @@ class VLLMBackend:
         self._streaming: set[str] = set()
         self._context: dict[str, list[int]] = {}  # key -> the prompt's last tokens, to decode in
         self._streams: dict[str, tuple[Any, list[str]]] = {}  # key -> (decode stream, text chunks)
+        self._first: dict[str, dict[int, str]] = {}  # FIRST requests: key -> {token id: identifier}
 
     def submit(self, request: Request) -> None:
         from vllm import SamplingParams
@@ -73,6 +79,9 @@ class VLLMBackend:
         # The engine does not detokenize (it would, token by token, in this process): a reply
         # is decoded once when it is done, and partial ones only while the driver wants them.
         kind = RequestOutputKind.DELTA if request.partial else RequestOutputKind.FINAL_ONLY
+        if request.identifiers:
+            self._first[request.key] = dict(zip(request.identifier_ids, request.identifiers, strict=True))
+            extra = {"logprob_token_ids": list(request.identifier_ids)}
         params = SamplingParams(
             temperature=0.0, max_tokens=request.max_tokens, output_kind=kind, detokenize=False, **extra
         )
@@ -101,11 +110,20 @@ class VLLMBackend:
                     del self._partial[key]
                     self._streaming.discard(key)
                     self._streams.pop(key, None)
-                replies.append(Reply(key, self._decode(key, ids), len(ids)))
+                logprobs = self._first_logprobs(key, out.outputs[0].logprobs)
+                replies.append(Reply(key, self._decode(key, ids), len(ids), logprobs=logprobs))
                 del self._context[key]
             if replies:
                 return replies
         return []
+
+    def _first_logprobs(self, key: str, logprobs: Any) -> dict[str, float] | None:
+        """A FIRST request's identifier -> log-probability as the first token; None for the others."""
+        names = self._first.pop(key, None)
+        if names is None:
+            return None
+        first = logprobs[0] if logprobs else {}
+        return {name: first[token].logprob for token, name in names.items() if token in first}
 
     def _decode(self, key: str, ids: list[int]) -> str:
         """The text vLLM's own detokenizer gives: the reply decoded after the prompt's last
@@ -150,6 +168,7 @@ class VLLMBackend:
 
     def cancel(self, key: str) -> None:
         self._partial.pop(key, None)
+        self._first.pop(key, None)
         self._streaming.discard(key)
         self._streams.pop(key, None)
         self._context.pop(key, None)

@@ -1,0 +1,185 @@
+"""Replies already paid for: earlier reply logs as a cache keyed by the prompt's hash.
+
+A teacher's expensive unit is one model call on one prompt. A window whose prompt
+(`prompt_sha256`, the hash of its chat messages) was answered before, by the same model under
+the same generation settings, gets that reply again instead of a new model call: after a
+changed first stage, more queries, other window settings or a crash, only new prompts cost
+anything. The same mechanism is the replay backend (`--backend replay:LOG`): every window
+must be in the log, and no model is ever opened.
+
+The index holds, per prompt hash, the file and byte offset of its record (about 150 bytes
+per window in memory), never the replies themselves; a reply is read back when it is used.
+Greedy decoding makes a reply a function of (prompt, model, tokenizer, reply budget,
+constraint, ranking mode: a FIRST reply is one token and its identifiers' log-probabilities,
+re-ranked from those), so those are what must match (`GENERATION_KEYS`); the backend that produced a
+reply is recorded but does not matter (vLLM and transformers give the same greedy replies:
+tests/teacher/test_backends.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import InputError
+from pipeline.teacher.backends import Backend, Reply, Request
+from pipeline.teacher.reply_log import load_record, reply_log_records
+
+log = logging.getLogger(__name__)
+
+GENERATION_KEYS = ("model", "tokenizer", "max_new_tokens", "constrained", "ranking")
+
+
+def generation_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """What makes a reply the same reply: the model and how it decodes (see module docstring)."""
+    return {k: settings.get(k) for k in GENERATION_KEYS}
+
+
+def read_settings_sidecar(log_path: Path) -> dict[str, Any] | None:
+    sidecar = log_path.with_name(log_path.name + ".settings.json")
+    if not sidecar.is_file():
+        return None
+    try:
+        return json.loads(sidecar.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(sidecar, None, f"not a valid settings JSON ({e})") from None
+
+
+def logged_reply(key: str, record: dict[str, Any], path: Path) -> Reply:
+    """A logged window's reply (and a FIRST window's log-probabilities), answering request `key`."""
+    tokens = int(record.get("completion_tokens") or 0)
+    return Reply(key, record["reply"], tokens, True, str(path), record.get("first_logprobs"))
+
+
+class ReplyIndex:
+    """prompt_sha256 -> (log, byte offset) over one or more reply logs; the first log wins."""
+
+    def __init__(self) -> None:
+        self.paths: list[Path] = []
+        self.windows: dict[str, tuple[int, int]] = {}
+
+    def add(self, path: str | Path, require: dict[str, Any] | None = None) -> int:
+        """Index a log's answered windows; returns how many new prompts it adds.
+
+        With `require` (generation settings), the log's settings file must show the same,
+        else it is skipped with a warning (its replies are another model's or decoding's).
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(path, None, "reply log not found")
+        if require is not None:
+            settings = read_settings_sidecar(path)
+            if settings is None:
+                raise InputError(path, None, "no settings file beside it (LOG.settings.json): whose replies are these?")
+            if (theirs := generation_settings(settings)) != require:
+                changed = {k: (theirs[k], require[k]) for k in require if theirs[k] != require[k]}
+                log.warning("%s: not reused, written under other generation settings %s", path, changed)
+                return 0
+        source, before = len(self.paths), len(self.windows)
+        self.paths.append(path)
+        for _, offset, record in reply_log_records(path):
+            sha = record.get("prompt_sha256")
+            if sha and record.get("reply") is not None:
+                self.windows.setdefault(sha, (source, offset))
+        added = len(self.windows) - before
+        log.info("reply index: %d prompts from %s", added, path)
+        return added
+
+    def get(self, prompt_sha256: str) -> tuple[dict[str, Any], Path] | None:
+        """The logged record that answered this prompt, and its log."""
+        where = self.windows.get(prompt_sha256)
+        return None if where is None else self.read(*where)
+
+    def read(self, source: int, offset: int) -> tuple[dict[str, Any], Path]:
+        """The record at `offset` of the `source`-th log, and that log."""
+        path = self.paths[source]
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return load_record(f.readline()), path
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+
+class ReusingBackend:
+    """Answers each window from the index where it can and asks the model for the rest.
+
+    The model backend is opened (`open_model()`) on the first window the index cannot answer:
+    a run whose every prompt was answered before never loads a model. With no model
+    (`open_model` None: replay) a window missing from the index is an error naming it.
+    """
+
+    def __init__(
+        self,
+        index: ReplyIndex,
+        open_model: Callable[[], Backend] | None,
+        name: str,
+        supports_partial: bool = False,
+    ):
+        self.index, self.open_model, self.name = index, open_model, name
+        self.supports_partial = supports_partial
+        self.model: Backend | None = None
+        self.ready: list[Reply] = []
+        self.reused = 0
+        self.computed = 0
+        self.open_seconds = 0.0  # loading the model, when a window needed it
+
+    def submit(self, request: Request) -> None:
+        found = self.index.get(request.prompt_sha256)
+        if found is not None:
+            record, path = found
+            self.reused += 1
+            self.ready.append(logged_reply(request.key, record, path))
+            return
+        if self.open_model is None:
+            source = ", ".join(map(str, self.index.paths)) or "the reply log"
+            raise InputError(
+                source,
+                None,
+                f"no logged reply for query {request.qid!r} window {request.window} with this prompt "
+                f"(prompt_sha256 {request.prompt_sha256[:12]}...): the logged teacher never saw this window "
+                "(other candidates, first stage, prompt or passage budget?); a new window needs a model backend",
+            )
+        if self.model is None:
+            log.info(
+                "%d windows reused so far; opening the %s backend for the first new prompt", self.reused, self.name
+            )
+            started = time.perf_counter()
+            self.model = self.open_model()
+            self.open_seconds = time.perf_counter() - started
+        self.computed += 1
+        self.model.submit(request)
+
+    def poll(self) -> list[Reply]:
+        if self.ready:
+            done, self.ready = self.ready, []
+            return done
+        return self.model.poll() if self.model is not None else []
+
+    def cancel(self, key: str) -> None:
+        if any(r.key == key for r in self.ready):
+            self.ready = [r for r in self.ready if r.key != key]
+        elif self.model is not None:
+            self.model.cancel(key)
+
+    def stop_partial(self, key: str) -> None:
+        if self.model is not None and not any(r.key == key for r in self.ready):
+            self.model.stop_partial(key)
+
+    def close(self) -> None:
+        if self.model is not None:
+            self.model.close()
+
+    def provenance(self) -> dict[str, Any]:
+        found = {
+            "windows_reused": self.reused,
+            "windows_computed": self.computed,
+            "reuse_sources": [str(p) for p in self.index.paths],
+        }
+        if self.model is not None:
+            return {**self.model.provenance(), **found}
+        return {"backend": self.name, **found}

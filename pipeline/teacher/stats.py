@@ -1,0 +1,86 @@
+"""A teacher run's statistics (`OUT.stats.json`): windows, repairs, tokens, timing, provenance.
+
+Every count comes from the reply-log records of the output's windows, replayed from the log
+and new alike, so a resumed run's stats equal an uninterrupted run's (timing aside).
+`pipeline.teacher.shards` sums these fields when it merges shards.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.teacher.parse import REPAIRS
+
+
+@dataclass
+class Tally:
+    """Counts over all windows of the output (replayed from the log and new alike)."""
+
+    windows: int = 0
+    resumed: int = 0
+    reused: int = 0  # answered from an earlier log's reply to the same prompt (no model call)
+    repaired: int = 0
+    repairs: Counter = field(default_factory=Counter)
+    ids_missing: int = 0
+    ids_repeated: int = 0
+    ids_out_of_range: int = 0
+    prompt_overflow: int = 0
+    shrunk: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    early: int = 0  # windows submitted before the window they follow had finished
+    early_redone: int = 0  # ... of which the finished reply disagreed: submitted again
+
+    def add(self, record: dict[str, Any], max_words: int, resumed: bool = False) -> None:
+        self.windows += 1
+        self.resumed += resumed
+        self.reused += not resumed and "reused_from" in record
+        if record["repairs"]:
+            self.repaired += 1
+        self.repairs.update(record["repairs"])
+        self.ids_missing += record["n_missing"]
+        self.ids_repeated += record["n_repeated"]
+        self.ids_out_of_range += record["n_out_of_range"]
+        self.prompt_overflow += "prompt_overflow" in record["repairs"]
+        self.shrunk += record["words_per_passage"] is not None and record["words_per_passage"] < max_words
+        self.prompt_tokens += record["prompt_tokens"]
+        self.completion_tokens += record["completion_tokens"]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "windows": self.windows,
+            "windows_resumed_from_log": self.resumed,
+            "windows_reused": self.reused,
+            "windows_repaired": self.repaired,
+            "repair_rate": self.repaired / self.windows if self.windows else 0.0,
+            "repairs": {name: self.repairs.get(name, 0) for name in (*REPAIRS, "prompt_overflow")},
+            "ids_missing": self.ids_missing,
+            "ids_repeated": self.ids_repeated,
+            "ids_out_of_range": self.ids_out_of_range,
+            "windows_with_shrunk_passages": self.shrunk,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "windows_submitted_early": self.early,
+            "early_windows_redone": self.early_redone,
+        }
+
+
+def run_stats(
+    tally: Tally, queries: int, candidates: int, seconds: float, load_seconds: float, provenance: dict[str, Any]
+) -> dict[str, Any]:
+    """The stats JSON of a run: its size, the tally, the time (`seconds` without the model's
+    loading, `model_load_seconds`), the throughput of the windows the model answered
+    (`windows_per_second`: none resumed from the log or reused), and provenance."""
+    summary = tally.summary()
+    new_windows = summary["windows"] - summary["windows_resumed_from_log"] - summary["windows_reused"]
+    return {
+        "queries": queries,
+        "candidates": candidates,
+        **summary,
+        "model_load_seconds": round(load_seconds, 3),
+        "seconds": round(seconds, 3),
+        "windows_per_second": round(new_windows / seconds, 3) if seconds > 0 and new_windows else None,
+        "provenance": provenance,
+    }
