@@ -164,6 +164,7 @@ def export_dataset(args: argparse.Namespace) -> dict[str, Any]:
     if args.with_text and args.corpus is None:
         raise ValueError("--with-text needs --corpus")
     out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)  # a DVC stage may name a folder no stage made yet
     rows_path = out.with_name(out.name + ".rows.tmp")  # the joined rows, read back slice by slice
     try:
         joined = _join(args, rows_path)

@@ -86,6 +86,7 @@ def main(args: argparse.Namespace) -> int:
     keep = shard_filter(*parse_shard(args.shard)) if args.shard else None
     # the run's lists go to a file beside the output (memory: one query, not the run); every
     # shard checks the whole run: a bad line fails them all, before any model starts
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     spill = args.out.with_name(args.out.name + ".lists.tmp")
     lists, queries, corpus = read_rerank_lists(args.run, args.queries, args.corpus, spill, args.max_queries, keep)
     try:

@@ -207,7 +207,7 @@ def test_a_teacher_run_from_elsewhere_with_its_provenance_on_the_command_line(
 ):
     """RankGPT's published DL19 run (gpt-3.5-turbo) becomes a dataset: no stats file needed."""
     rankgpt = REFERENCE.resolve().parent / "reference/teacher_runs/rankgpt_gpt35/dl19_run1.txt"
-    t, out = teacher_dl19, tmp_path / "rankgpt"
+    t, out = teacher_dl19, tmp_path / "datasets" / "rankgpt"  # its parent folder does not exist yet
     argv = ["export", "--first-stage", str(t["first_stage"]), "--teacher", str(rankgpt), "--queries", str(t["queries"])]
     argv += ["--teacher-name", "rankgpt", "--first-stage-name", "bm25", "--out", str(out)]
     assert main(argv) == 2

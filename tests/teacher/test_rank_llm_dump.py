@@ -44,7 +44,7 @@ def test_replay_of_an_ingested_dump_is_rank_llms_run_by_prompt_hash(dl_store: Pa
         "truncated_tail_characters": 0,
     }
     assert json.loads(log.with_name(log.name + ".settings.json").read_text())["model"] == RANKVICUNA
-    out = tmp_path / "teacher.run"
+    out = tmp_path / "teacher" / "teacher.run"  # a folder no one made yet
     argv = ["rerank", *dl19_inputs(dl_store), "--backend", f"replay:{log}", "--prompt", "rank_vicuna"]
     assert main([*argv, "--out", str(out), "--no-progress"]) == 0
     ours = ranked_lists(read_trec_run(out))
