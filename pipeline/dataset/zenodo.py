@@ -40,6 +40,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pipeline.errors import InputError
+from pipeline.retry_after import retry_after_seconds
 
 log = logging.getLogger(__name__)
 SANDBOX, PRODUCTION = "https://sandbox.zenodo.org", "https://zenodo.org"
@@ -112,7 +113,11 @@ class Zenodo:
                 problem = f"HTTP {response.status_code}: {_message(response)}"
                 if response.status_code != 429 and response.status_code < 500:
                     raise ZenodoError(self.redact(f"{what}: {problem}"))
-                wait = _retry_after(response) if response.status_code == 429 else None
+                wait = (
+                    retry_after_seconds(response.headers.get("Retry-After"), 600.0)
+                    if response.status_code == 429
+                    else None
+                )
                 wait = self.backoff * 2**attempt if wait is None else wait
             if attempt == self.retries:
                 raise ZenodoError(self.redact(f"{what}: {problem} (gave up after {attempt + 1} attempts)"))
@@ -131,23 +136,6 @@ def _message(response) -> str:
         return str(body)[:300]
     details = "; ".join(f"{e.get('field', '')}: {e.get('message', '')}" for e in body.get("errors") or [])
     return f"{body.get('message', '')}{f' ({details})' if details else ''}"[:500]
-
-
-def _retry_after(response) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date), capped at 10 minutes."""
-    from email.utils import parsedate_to_datetime
-
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return None
-    return min(max(seconds, 0.0), 600.0)
 
 
 def file_digest(path: Path, name: str) -> str:

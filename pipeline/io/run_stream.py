@@ -16,7 +16,6 @@ read it again later without a pass over the file.
 from __future__ import annotations
 
 import itertools
-import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import IO
 
 from pipeline.errors import InputError
 from pipeline.io.lines import open_binary
+from pipeline.io.trec import parse_run_line
 
 
 @dataclass
@@ -113,22 +113,8 @@ class _Block:
         self.shared: dict[str, str] = {}  # one str per distinct tag
 
     def add(self, path: Path, number: int, fields: list[str], raw: bytes) -> None:
-        if len(fields) != 6:
-            text = raw.decode("utf-8").rstrip("\r\n")
-            raise InputError(
-                path, number, f"expected 6 fields 'qid Q0 doc_id rank score tag', got {len(fields)}: {text[:120]!r}"
-            )
-        qid, _, doc_id, rank, score, tag = fields
-        try:
-            rank_value = int(rank)
-        except ValueError:
-            raise InputError(path, number, f"rank is not an integer: {rank!r}") from None
-        try:
-            score_value = float(score)
-        except ValueError:
-            raise InputError(path, number, f"score is not a number: {score!r}") from None
-        if not math.isfinite(score_value):
-            raise InputError(path, number, f"score is not finite: {score!r}")
+        text = raw.decode("utf-8").rstrip("\r\n") if len(fields) != 6 else ""  # quoted only in the error
+        qid, doc_id, rank_value, score_value, tag = parse_run_line(path, number, fields, text)
         first = self.seen.setdefault(doc_id, number)
         if first != number:
             raise InputError(path, number, f"duplicate hit: query {qid!r} doc {doc_id!r} already on line {first}")

@@ -35,21 +35,7 @@ def read_trec_run(path: str | Path, allow_empty: bool = False) -> pd.DataFrame:
         if not fields:
             continue
         try:
-            if len(fields) != 6:
-                raise InputError(
-                    path, number, f"expected 6 fields 'qid Q0 doc_id rank score tag', got {len(fields)}: {line[:120]!r}"
-                )
-            qid, _, doc_id, rank, score, tag = fields
-            try:
-                rank_value = int(rank)
-            except ValueError:
-                raise InputError(path, number, f"rank is not an integer: {rank!r}") from None
-            try:
-                score_value = float(score)
-            except ValueError:
-                raise InputError(path, number, f"score is not a number: {score!r}") from None
-            if not math.isfinite(score_value):
-                raise InputError(path, number, f"score is not finite: {score!r}")
+            qid, doc_id, rank_value, score_value, tag = parse_run_line(path, number, fields, line)
         except InputError:
             _raise_repeated_hit(path, qids, doc_ids, lines)  # a repeated hit on an earlier line comes first
             raise
@@ -73,6 +59,26 @@ def read_trec_run(path: str | Path, allow_empty: bool = False) -> pd.DataFrame:
         },
         columns=list(RUN_COLUMNS),
     )
+
+
+def parse_run_line(path: str | Path, number: int, fields: list[str], line: str) -> tuple[str, str, int, float, str]:
+    """(qid, doc_id, rank, score, tag) of one split run line, or an error naming file and line."""
+    if len(fields) != 6:
+        raise InputError(
+            path, number, f"expected 6 fields 'qid Q0 doc_id rank score tag', got {len(fields)}: {line[:120]!r}"
+        )
+    qid, _, doc_id, rank, score, tag = fields
+    try:
+        rank_value = int(rank)
+    except ValueError:
+        raise InputError(path, number, f"rank is not an integer: {rank!r}") from None
+    try:
+        score_value = float(score)
+    except ValueError:
+        raise InputError(path, number, f"score is not a number: {score!r}") from None
+    if not math.isfinite(score_value):
+        raise InputError(path, number, f"score is not finite: {score!r}")
+    return qid, doc_id, rank_value, score_value, tag
 
 
 def _raise_repeated_hit(path: str | Path, qids: list[str], doc_ids: list[str], lines: array) -> None:

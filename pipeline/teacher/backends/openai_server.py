@@ -20,9 +20,9 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from email.utils import parsedate_to_datetime
 from typing import Any
 
+from pipeline.retry_after import retry_after_seconds
 from pipeline.teacher.backends import Reply, Request
 
 
@@ -102,18 +102,3 @@ class OpenAIBackend:
 
     def provenance(self) -> dict[str, Any]:
         return dict(self._about)
-
-
-def retry_after_seconds(value: str | None, cap: float) -> float | None:
-    """The wait a Retry-After header asks for: delta-seconds or an HTTP date, clipped to [0, cap].
-    None when there is no header or it cannot be read (then the backoff applies)."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return None
-    return min(max(seconds, 0.0), cap)
