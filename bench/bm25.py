@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from pipeline.data_fetch import data_root
 from pipeline.first_stage import bm25
 from pipeline.first_stage.java import runtime_versions, start_jvm
 from pipeline.ingest import ingest_candidates
@@ -30,7 +31,7 @@ from pipeline.io.queries import read_queries
 
 REPO = Path(__file__).resolve().parents[1]
 
-TREC_DL = Path(os.environ.get("DISTILLM_SHARED_DATA", REPO.parent / "shared" / "data")) / "trec-dl"
+TREC_DL = Path(os.environ.get("DISTILLM_SHARED_DATA", data_root(REPO) / "data")) / "trec-dl"
 TOPICS = ("topics.dl19-passage.txt", "topics.dl20.txt")
 K = 100
 

@@ -17,8 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.data_fetch import data_root  # data/shared, else ../shared
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("DISTILLM_SHARED", REPO.parent / "shared"))
+SHARED = Path(os.environ.get("DISTILLM_SHARED", data_root(REPO)))
 TREC_DL = SHARED / "data" / "trec-dl"
 WORK = Path("/tmp/scale")
 

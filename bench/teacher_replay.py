@@ -22,7 +22,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-SHARED = Path(os.environ.get("DISTILLM_SHARED", REPO.parent / "shared"))
+
+from pipeline.data_fetch import data_root  # noqa: E402  (data/shared, else ../shared)
+
+SHARED = Path(os.environ.get("DISTILLM_SHARED", data_root(REPO)))
 
 from pipeline.evaluate import evaluate  # noqa: E402
 from pipeline.ingest import ingest_candidates  # noqa: E402

@@ -39,7 +39,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-SHARED = Path(os.environ.get("DISTILLM_SHARED", REPO.parent / "shared"))
+
+from pipeline.data_fetch import data_root  # noqa: E402  (data/shared, else ../shared)
+
+SHARED = Path(os.environ.get("DISTILLM_SHARED", data_root(REPO)))
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
 PATHS = (
     "ours (Teacher.run, vllm backend)",

@@ -23,6 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from pipeline.data_fetch import data_root  # noqa: E402  (data/shared, else ../shared)
+
 
 def build_tiny_ranker(out: Path, shared: Path, steps: int = 300, seed: int = 0) -> Path:
     """Train the tiny ranker into `out` (a model folder vLLM and transformers load); returns out."""
@@ -87,7 +89,7 @@ def main() -> None:
     args = parser.parse_args()
     import os
 
-    shared = Path(os.environ.get("DISTILLM_SHARED", REPO.parent / "shared"))
+    shared = Path(os.environ.get("DISTILLM_SHARED", data_root(REPO)))
     build_tiny_ranker(args.out, shared, args.steps)
 
 

@@ -88,6 +88,13 @@ def root_problems(root: Path, files: list[DataFile]) -> list[str]:
     return problems
 
 
+def data_root(repo: Path) -> Path:
+    """The data root the checkout reads: `data/shared` once `distillm data fetch` made it, else
+    `../shared` beside the checkout. Benchmarks take it as their default."""
+    linked = repo / LINK
+    return linked.resolve() if linked.is_dir() else repo.parent / "shared"
+
+
 def default_cache() -> Path:
     if os.environ.get("DISTILLM_DATA_CACHE"):
         return Path(os.environ["DISTILLM_DATA_CACHE"])

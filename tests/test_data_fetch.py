@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from pipeline.cli import main
-from pipeline.data_fetch import DataFile, fetch, load_manifest, root_problems
+from pipeline.data_fetch import DataFile, data_root, fetch, load_manifest, root_problems
 from pipeline.download import sha256_of
 from pipeline.errors import InputError
 from tests.conftest import REPO, SHARED_DATA
@@ -171,6 +171,13 @@ def test_a_fresh_cache_is_filled_verified_and_linked(repo: Path, tmp_path: Path,
 
     again = fetch_subset(repo, cache, mirror)  # everything is there: nothing is asked for
     assert again.downloaded == [] and len(mirror.requests) == len(SUBSET)
+
+
+def test_benchmarks_read_the_fetched_root_else_shared_beside_the_checkout(repo: Path, tmp_path: Path, mirror: Mirror):
+    assert data_root(repo) == repo.parent / "shared"  # nothing fetched yet
+    cache = tmp_path / "cache"
+    fetch_subset(repo, cache, mirror)
+    assert data_root(repo) == cache.resolve()
 
 
 def test_a_corrupted_file_is_detected_and_fetched_again(repo: Path, tmp_path: Path, mirror: Mirror):
