@@ -14,10 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -26,6 +23,7 @@ from pipeline.data_fetch import DataFile, data_root, fetch, load_manifest, root_
 from pipeline.download import sha256_of
 from pipeline.errors import InputError
 from tests.conftest import REPO, SHARED_DATA
+from tests.data_mirror import Mirror, serve, url_path
 
 ROOT = SHARED_DATA.parent  # the data root the tests read: data/, reference/
 MANIFEST = load_manifest()
@@ -36,72 +34,6 @@ SMALL = {
 }
 SUBSET = [f for f in MANIFEST if f.path in SMALL]
 GZ = next(f for f in SUBSET if f.path.endswith(".gz"))
-
-
-def url_path(f: DataFile) -> str:
-    assert f.url is not None
-    return urlsplit(f.url).path
-
-
-class Mirror(ThreadingHTTPServer):
-    """Serves `files` (URL path -> bytes, or a Path read per request) on 127.0.0.1."""
-
-    daemon_threads = True
-
-    def __init__(self, files: dict[str, bytes | Path]):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.files = files
-        self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
-        self.drop_after: dict[str, int] = {}  # path -> the byte after which the next answer stops
-        self.lock = threading.Lock()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: Mirror
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        srv, ask = self.server, self.headers.get("Range")
-        with srv.lock:
-            srv.requests.append((self.path, ask))
-            drop = srv.drop_after.pop(self.path, None)
-        source = srv.files.get(self.path)
-        if source is None:
-            self.send_error(404)
-            return
-        body = source.read_bytes() if isinstance(source, Path) else source
-        start = int(re.fullmatch(r"bytes=(\d+)-", ask).group(1)) if ask else 0
-        if start >= len(body):
-            self.send_response(416)
-            self.send_header("Content-Range", f"bytes */{len(body)}")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        self.send_response(206 if ask else 200)
-        self.send_header("Content-Length", str(len(body) - start))
-        self.send_header("Accept-Ranges", "bytes")
-        if ask:
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        self.end_headers()
-        if drop is not None:  # a connection that breaks after `drop` bytes of the file
-            self.wfile.write(body[start:drop])
-            self.close_connection = True
-            return
-        self.wfile.write(body[start:])
-
-
-def serve(files: dict[str, bytes | Path]):
-    server = Mirror(files)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    return server, thread
 
 
 @pytest.fixture
