@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine:
 #   make demo   set up the environment and the data, run the pipeline on its offline default (dvc repro)
-#   make test   set up the environment and the data, run the tests (what .ci/run calls)
+#   make test   set up the environment and the data, build the docs, run the tests (what .ci/run calls)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,7 +13,7 @@ export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 # torch==2.13.0+cpu is not already available locally.
 PIP_ARGS ?=
 
-.PHONY: setup setup-gpu setup-lightning-ir data test test-all lint demo demo-check lock clean
+.PHONY: setup setup-gpu setup-lightning-ir docs data test test-all lint demo demo-check study lock clean
 
 setup: $(VENV)/.installed
 
@@ -61,6 +61,21 @@ $(LIR_VENV)/.installed: requirements/lightning-ir.lock
 	  || { echo "$(LIR_VENV): lightning-ir does not import" >&2; exit 1; }
 	touch $@
 
+# The docs site (mkdocs.yml, docs/): MkDocs in an environment of its own (.venv-docs, built once: the
+# stamp) from requirements/docs.lock, so that its pins never move the pipeline's; then
+# `mkdocs build --strict` into site/: a link to a missing page or anchor, an absolute link or a page
+# left out of the nav fails the build. tests/test_readme.py checks the commands the pages show.
+DOCS_VENV := .venv-docs
+docs: $(DOCS_VENV)/.installed
+	$(DOCS_VENV)/bin/mkdocs build --strict --quiet --site-dir site
+
+$(DOCS_VENV)/.installed: requirements/docs.lock
+	test -x $(DOCS_VENV)/bin/python || $(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/pip install --no-deps --quiet $(PIP_ARGS) -r requirements/docs.lock
+	$(DOCS_VENV)/bin/mkdocs --version >/dev/null \
+	  || { echo "$(DOCS_VENV): mkdocs does not run" >&2; exit 1; }
+	touch $@
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -71,7 +86,7 @@ lint: setup
 data: setup
 	$(BIN)/distillm data fetch
 
-test: setup setup-lightning-ir lint data
+test: setup setup-lightning-ir lint docs data
 	$(BIN)/python -m pytest -m "not slow and not demo" -q
 
 test-all: setup setup-lightning-ir lint data
@@ -81,13 +96,19 @@ demo: setup data
 	$(BIN)/dvc repro
 	$(BIN)/dvc metrics show
 
+# The study (study/dvc.yaml, study/params.yaml): the demo's student over teachers x folds x seeds,
+# aggregated with paired tests into study/results (table, figures, `dvc metrics show`).
+study: setup data
+	$(BIN)/dvc repro study/dvc.yaml
+	cat study/results/summary.md
+
 # After `make demo`: a second repro is a no-op, a param change re-runs exactly what follows.
 demo-check: setup data
 	$(BIN)/python -m pytest -m demo -q
 
-# Re-resolve requirements/cpu.in, gpu.in and lightning-ir.in into their locks (~2 minutes, nothing is
+# Re-resolve requirements/cpu.in, gpu.in, lightning-ir.in and docs.in into their locks (~2 minutes, nothing is
 # installed): pip's resolver in a dry run (--report), then requirements/write_lock.py writes the
-# pins and what each pin requires (tests/test_locks.py checks both locks against them).
+# pins and what each pin requires (tests/test_locks.py checks every lock against them).
 # Both resolve on this machine, which must be the target (Linux x86_64, Python 3.11), not with
 # pip's --platform/--python-version: those accept wheels only (--only-binary=:all:), and
 # pyserini 1.6.0 (and antlr4-python3-runtime) are sdists on PyPI.
@@ -114,7 +135,10 @@ lock:
 	$(LOCK_VENV)/bin/pip install --dry-run --ignore-installed --quiet $(PIP_ARGS) \
 	  --report $(LOCK_VENV)/lightning-ir.json -r requirements/lightning-ir.in -c $(LOCK_VENV)/cpu-shared.txt
 	$(LOCK_VENV)/bin/python requirements/write_lock.py $(LOCK_VENV)/lightning-ir.json requirements/lightning-ir.lock
+	$(LOCK_VENV)/bin/pip install --dry-run --ignore-installed --quiet $(PIP_ARGS) \
+	  --report $(LOCK_VENV)/docs.json -r requirements/docs.in
+	$(LOCK_VENV)/bin/python requirements/write_lock.py $(LOCK_VENV)/docs.json requirements/docs.lock
 	rm -rf $(LOCK_VENV)
 
 clean:
-	rm -rf $(VENV) $(LIR_VENV) .cache .pytest_cache
+	rm -rf $(VENV) $(LIR_VENV) $(DOCS_VENV) site .cache .pytest_cache

@@ -11,7 +11,7 @@ identifiers) on one vLLM engine, twice per repeat:
 The two runs see the same first window of every query; later windows differ as the orders
 do, so prompt tokens are reported per path. Prefix caching is off. Each path runs `--repeats`
 times (default 3), interleaved, and the table compares medians. Quality cannot be measured
-here: it needs a FIRST-trained model (README, "FIRST").
+here: it needs a FIRST-trained model (docs/teacher.md, "FIRST").
 
     .venv/bin/python bench/teacher_first.py [--queries N] [--repeats R]   # bench/results/teacher_first_cpu.json
 """

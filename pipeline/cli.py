@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from pipeline import __version__, data_fetch, evaluate, ingest, offline_models, report, rerank
-from pipeline.errors import InputError
+from pipeline.errors import InputError, OutOfSpace, ServiceError
 from pipeline.student import train as student_train
+from pipeline.study import command as study_command
 from pipeline.watchdog import StallError
 
 
@@ -28,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     _register_teacher(sub)
     evaluate.register(sub)
     report.register(sub)
+    study_command.register(sub)
     student_train.register(sub)
     from pipeline.dataset import card, export, validate, zenodo
 
@@ -74,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, ValueError) as e:  # InputError names the file and line
         print(f"distillm {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the output's reader stopped early (`| head`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except StallError as e:  # a library call that stopped making progress (pipeline/watchdog.py)
+        print(f"distillm {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except (ServiceError, OutOfSpace) as e:  # a server that refuses, a full disk: one line says what to do
         print(f"distillm {args.command}: error: {e}", file=sys.stderr)
         return 1

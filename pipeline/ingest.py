@@ -4,6 +4,7 @@ distillm ingest corpus SRC --out DIR          # TSV/JSONL file or irds:<id> -> c
 distillm ingest queries SRC --out FILE.tsv [--sample N --seed S]   # file or irds:<id> -> queries TSV
 distillm ingest qrels SRC --out FILE [--queries FILE.tsv]           # file or irds:<id> -> qrels
 distillm ingest candidates JSON... --out DIR [--corpus SRC]   # rank_llm candidate JSON -> store + queries + runs
+distillm ingest run RUN --corpus STORE --out FILE [--queries Q] [--known-only]  # any TREC run -> a checked run
 distillm ingest replies DUMP --run RUN --queries Q --corpus STORE --prompt P --model M --out LOG
                                               # rank_llm's recorded prompts/replies -> reply log
 
@@ -11,11 +12,17 @@ distillm ingest replies DUMP --run RUN --queries Q --corpus STORE --prompt P --m
 the demo) or, with `--corpus SRC`, from a full corpus (the paper: irds:msmarco-passage), in
 which every candidate must then exist. `ingest queries --sample N` keeps N queries drawn
 at random (seeded), in their source order: the paper's 10k MS MARCO training queries.
+`ingest run` brings a run made elsewhere (another first stage, a published teacher's
+rankings) into the contract: every passage must be in the corpus store (or, with
+`--known-only`, passages without text are dropped and counted: a documented repair), ranks
+are renumbered 1.. in the run's own order (rank, then higher score, then file order; ranks
+from 0 are fine) and `FILE.stats.json` says what was kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import random
 from pathlib import Path
@@ -25,7 +32,7 @@ from pipeline.io.candidates import read_candidates
 from pipeline.io.corpus import CorpusStore, build_corpus_store
 from pipeline.io.queries import read_queries, write_queries
 from pipeline.io.sources import load_passages, load_qrels, load_queries
-from pipeline.io.trec import write_qrels, write_trec_run
+from pipeline.io.trec import ranked_lists, read_trec_run, run_from_lists, write_qrels, write_trec_run
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +98,60 @@ def _check_candidates_in_corpus(corpus: str | Path, passages: dict, store_dir: P
     return len(differs)
 
 
+def ingest_run(
+    source: str | Path,
+    corpus: str | Path,
+    out: Path,
+    queries: str | Path | None = None,
+    known_only: bool = False,
+    tag: str | None = None,
+) -> dict:
+    """A run checked against the corpus store (and the queries), renumbered 1.. in its own order.
+
+    A passage missing from the corpus is an InputError naming its line, unless known_only: then
+    it is dropped and counted. With `queries`, queries not in that file are dropped and counted.
+    Returns the stats (also written to `OUT.stats.json`).
+    """
+    run = read_trec_run(source)
+    store = CorpusStore(corpus)
+    dropped_queries = 0
+    if queries is not None:
+        wanted = set(load_queries(queries))
+        keep = run["qid"].isin(wanted)
+        dropped_queries = int(run.loc[~keep, "qid"].nunique())
+        run = run[keep]
+        if run.empty:
+            raise InputError(source, None, f"none of its queries is in {queries}")
+    unknown = set(store.missing(sorted(set(run["doc_id"]))))
+    if unknown and not known_only:
+        first = run[run["doc_id"].isin(unknown)].iloc[0]
+        raise InputError(
+            source,
+            int(first["line"]),
+            f"doc {first['doc_id']!r} is not in the corpus {corpus} ({len(unknown)} unknown doc ids; "
+            "--known-only drops them and counts them)",
+        )
+    kept = run[~run["doc_id"].isin(unknown)]
+    lists = ranked_lists(kept)
+    write_trec_run(run_from_lists(lists, tag or str(run["tag"].iloc[0])), out)
+    per_query = {qid: len(docs) for qid, docs in lists.items()}
+    stats = {
+        "source": str(source),
+        "corpus": str(corpus),
+        "queries": len(lists),
+        "hits": len(kept),
+        "hits_in_source": len(run),
+        "dropped_unknown_docs": len(run) - len(kept),
+        "kept_fraction": round(len(kept) / len(run), 4),
+        "dropped_queries": dropped_queries,
+        "queries_without_known_docs": int(run["qid"].nunique()) - len(lists),
+        "min_hits_per_query": min(per_query.values()),
+        "max_hits_per_query": max(per_query.values()),
+    }
+    Path(f"{out}.stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    return stats
+
+
 def sample_queries(queries: dict[str, str], n: int, seed: int = 0) -> dict[str, str]:
     """n queries drawn without replacement (seeded), kept in their original order; n <= 0 or >= len: all."""
     if n <= 0 or n >= len(queries):
@@ -129,7 +190,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="corpus of the store: 'candidates' (their passages, default) or a corpus file or irds:<id>",
     )
     j.set_defaults(func=_candidates)
+    u = sub.add_parser("run", help="a TREC run made elsewhere -> a run checked against the corpus store")
+    u.add_argument("source", type=Path, help="TREC run file (.gz ok)")
+    u.add_argument("--corpus", type=Path, required=True, help="corpus store its passages must be in")
+    u.add_argument("--queries", help="keep only the queries of this file (or irds:<id>); the others are counted")
+    u.add_argument(
+        "--known-only",
+        action="store_true",
+        help="drop (and count) passages that are not in the corpus store instead of stopping",
+    )
+    u.add_argument("--tag", help="run tag of the output (default: the source's)")
+    u.add_argument("--out", type=Path, required=True, help="run to write (+ .stats.json)")
+    u.set_defaults(func=_run)
     _register_replies(sub)
+
+
+def _run(args: argparse.Namespace) -> None:
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    stats = ingest_run(args.source, args.corpus, args.out, args.queries, args.known_only, args.tag)
+    log.info("run %s -> %s: %s", args.source, args.out, stats)
 
 
 def _register_replies(sub: argparse._SubParsersAction) -> None:

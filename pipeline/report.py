@@ -1,7 +1,12 @@
-"""Plot data for `dvc plots`: nDCG@10 of every stage, and how much the teacher reorders the first stage.
+"""Reports: nDCG@10 of every stage, how much the teacher reorders the first stage, loss curves,
+(a study's aggregate over seeds and folds: `distillm study report`, pipeline/study).
 
-    distillm report ndcg data/metrics --out data/plots/ndcg.csv
-    distillm report agreement --pair dl19 TEACHER.run FIRST_STAGE.run [--pair ...] --out data/plots/agreement.csv
+    distillm report ndcg data/metrics --out data/plots/ndcg.csv [--figure ndcg.png]
+    distillm report agreement --pair dl19 TEACHER.run FIRST_STAGE.run [--pair ...] --out agreement.csv [--figure F.png]
+    distillm report losses student=data/student/distill/metrics.csv ... --figure data/plots/loss.png
+
+Tables are CSV; figures are PNG (`pipeline.figures`), which `dvc plots show` embeds as images,
+so nothing needs the internet to show them.
 
 `ndcg` turns the JSON files of `distillm evaluate --json` (named `<set>-<stage>.json`, or a
 folder of them) into one row per file: name, set, stage, nDCG@10, queries, about. `agreement` compares each query's teacher
@@ -107,6 +112,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "metrics", nargs="+", type=Path, help="files of `distillm evaluate --json` named <set>-<stage>.json, or folders"
     )
     n.add_argument("--out", type=Path, required=True)
+    n.add_argument("--figure", type=Path, help="also draw the table as a PNG bar chart")
     n.set_defaults(func=_ndcg)
     a = sub.add_parser("agreement", help="teacher vs first stage, per query: Kendall's tau and top-10 overlap")
     a.add_argument(
@@ -118,7 +124,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a teacher run and the first-stage run it re-ranked (repeatable)",
     )
     a.add_argument("--out", type=Path, required=True)
+    a.add_argument("--figure", type=Path, help="also draw the per-query values as a PNG")
     a.set_defaults(func=_agreement)
+    curves = sub.add_parser("losses", help="training loss curves (metrics.csv of distillm train) -> a PNG")
+    curves.add_argument("curves", nargs="+", metavar="NAME=METRICS_CSV")
+    curves.add_argument("--figure", type=Path, required=True)
+    curves.set_defaults(func=_losses)
 
 
 def _write(frame: pd.DataFrame, out: Path) -> None:
@@ -129,11 +140,33 @@ def _write(frame: pd.DataFrame, out: Path) -> None:
 def _ndcg(args: argparse.Namespace) -> None:
     table = ndcg_table(args.metrics)
     _write(table, args.out)
+    if args.figure:
+        from pipeline.figures import demo_ndcg
+
+        demo_ndcg(table, args.figure)
     log.info("%d stages -> %s", len(table), args.out)
 
 
 def _agreement(args: argparse.Namespace) -> None:
     table = agreement_table([(name, Path(t), Path(f)) for name, t, f in args.pair])
     _write(table, args.out)
+    if args.figure:
+        from pipeline.figures import agreement
+
+        agreement(table, args.figure)
     summary = table.groupby("set")[["kendall_tau", "top10_overlap"]].mean().round(4).to_dict("index")
     log.info("teacher vs first stage (mean per set): %s -> %s", summary, args.out)
+
+
+def _losses(args: argparse.Namespace) -> None:
+    from pipeline.figures import loss_curves
+
+    curves = {}
+    for spec in args.curves:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            raise ValueError(f"expected NAME=METRICS_CSV, got {spec!r}")
+        if not Path(path).exists():
+            raise InputError(path, None, "file not found")
+        curves[name] = Path(path)
+    loss_curves(curves, args.figure)

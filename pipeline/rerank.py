@@ -29,14 +29,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="vllm | openai | transformers | replay:LOG | cross-encoder (the student: --model CKPT)",
     )
     p.add_argument("--model", help="model folder or hub id (vllm, transformers); model name (openai)")
-    p.add_argument("--tokenizer", help="tokenizer for chat template and token counts (default: --model)")
+    p.add_argument(
+        "--tokenizer",
+        help="tokenizer for chat template and token counts (default: --model); openai: without it the "
+        "window's messages go to /chat/completions (hosted models), with it the rendered prompt to /completions",
+    )
     p.add_argument("--prompt", default="rank_zephyr", help="prompt template name in prompts/ or a .toml path")
     p.add_argument("--depth", type=int, default=100)
     p.add_argument("--window", type=int, default=20)
     p.add_argument("--stride", type=int, default=10)
     p.add_argument("--max-words", type=int, default=300, help="words per passage before adaptive shrinking")
     p.add_argument("--max-model-len", type=int, default=4096)
-    p.add_argument("--max-new-tokens", type=int, help="default: tokens of a full permutation + 2")
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        help="default: tokens of a full permutation + 2; a reasoning model needs room for its thoughts too",
+    )
     p.add_argument("--constrained", action="store_true", help="regex-constrained decoding (vllm)")
     p.add_argument(
         "--ranking",
@@ -87,6 +95,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--no-early",
         action="store_true",
         help="vllm: wait for each reply before submitting the next window (same output, for comparisons)",
+    )
+    p.add_argument("--price-in", type=float, help="cost per million prompt tokens (stats, progress bar)")
+    p.add_argument("--price-out", type=float, help="cost per million completion tokens (reasoning included)")
+    p.add_argument(
+        "--max-cost",
+        type=float,
+        help="stop submitting windows once the run's cost reaches this (needs the prices); rerun to resume",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the run's windows, estimated prompt tokens and cost, and stop: no model is called",
     )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_main)

@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from pipeline.cli import main
@@ -100,3 +101,103 @@ def test_a_run_whose_queries_are_not_judged_is_an_error(tmp_path: Path, trec_dl:
     qrels = trec_dl / "qrels.dl19-passage.txt"
     assert main(["evaluate", str(run), "--qrels", str(qrels)]) == 2
     assert f"{run}: none of its 1 queries is judged in {qrels}: nothing to evaluate" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ several runs, a baseline
+
+
+def _evaluate(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", "evaluate", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_baseline_comparison_gives_the_p_values_of_an_independent_computation(trec_dl: Path, tmp_path: Path):
+    """Real runs (BM25, RankVicuna, RankGPT on DL19): the JSON's t, p and Holm-adjusted p equal a
+    hand computation (formula + incomplete beta function) on the per-query values it wrote."""
+    import math
+
+    from scipy.special import betainc
+
+    reference = trec_dl.parent.parent / "reference" / "teacher_runs"
+    bm25 = trec_dl / "run.bm25.dl19.top100.txt"
+    out = _evaluate(
+        f"bm25={bm25}",
+        f"rankvicuna={reference / 'rankvicuna7b' / 'run_dl19.txt'}",
+        f"rankgpt={reference / 'rankgpt_gpt35' / 'dl19_run1.txt'}",
+        "--qrels",
+        str(trec_dl / "qrels.dl19-passage.txt"),
+        "--baseline",
+        str(bm25),
+        "--json",
+        str(tmp_path / "c.json"),
+        "--per-query",
+        str(tmp_path / "pq.tsv"),
+    )
+    assert out.returncode == 0, out.stderr
+    record = json.loads((tmp_path / "c.json").read_text())
+    assert record["baseline"] == "bm25" and record["correction"] == "holm"
+    assert record["runs"]["rankvicuna"]["nDCG@10"] == pytest.approx(0.6682, abs=5e-5)  # rank_llm's figure
+    per_query = pd.read_csv(tmp_path / "pq.tsv", sep="\t", dtype={"qid": str}).pivot(
+        index="qid", columns="run", values="value"
+    )
+    assert len(per_query) == 43
+    p_hand = {}
+    for c in record["comparisons"]:
+        d = (per_query[c["run"]] - per_query["bm25"]).to_list()
+        n, mean = len(d), sum(d) / len(d)
+        t = mean / (math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1)) / math.sqrt(n))
+        p_hand[c["run"]] = float(betainc((n - 1) / 2, 0.5, (n - 1) / (n - 1 + t * t)))
+        assert c["t"] == pytest.approx(t) and c["p"] == pytest.approx(p_hand[c["run"]])
+        assert c["wins"] + c["ties"] + c["losses"] == c["queries"] == 43
+        assert c["wins"] == sum(x > 1e-9 for x in d) and c["losses"] == sum(x < -1e-9 for x in d)
+    low = min(p_hand.values())
+    holm = {run: min(1.0, 2 * p) if p == low else max(min(1.0, 2 * low), p) for run, p in p_hand.items()}
+    assert {c["run"]: c["p_adjusted"] for c in record["comparisons"]} == pytest.approx(holm)
+    lines = out.stdout.splitlines()
+    assert lines[1].split() == ["run", "queries", "nDCG@10", "delta", "t", "p", "p_adj", "W/T/L"]
+    assert lines[2].startswith("bm25 (baseline)") and lines[3].startswith("rankvicuna") and lines[3].endswith("*")
+
+
+def test_runs_over_other_queries_are_compared_over_the_shared_ones_and_said_so(trec_dl: Path, tmp_path: Path):
+    bm25 = trec_dl / "run.bm25.dl19.top100.txt"
+    lines = bm25.read_text().splitlines()
+    first_ten = [line for line in lines if line.split()[0] in list(dict.fromkeys(x.split()[0] for x in lines))[:10]]
+    partial = tmp_path / "partial.run"
+    partial.write_text("\n".join(first_ten) + "\n")
+    qrels = str(trec_dl / "qrels.dl19-passage.txt")
+    out = _evaluate(
+        str(partial), str(bm25), "--qrels", qrels, "--baseline", str(bm25), "--json", str(tmp_path / "c.json")
+    )
+    assert out.returncode == 0, out.stderr
+    assert "partial: 33 of the 43 judged queries are not in the run; as trec_eval" in out.stderr
+    assert "compared over the 10 queries both cover (33 covered by only one of them left out)" in out.stderr
+    (c,) = json.loads((tmp_path / "c.json").read_text())["comparisons"]
+    assert (c["queries"], c["t"], c["p"], c["wins"], c["ties"]) == (10, 0.0, 1.0, 0, 10)  # the same rankings
+    # --all-judged: the 33 missing queries count 0 and the test is over all 43
+    out = _evaluate(
+        str(partial),
+        str(bm25),
+        "--qrels",
+        qrels,
+        "--baseline",
+        str(bm25),
+        "--all-judged",
+        "--json",
+        str(tmp_path / "c.json"),
+    )
+    (c,) = json.loads((tmp_path / "c.json").read_text())["comparisons"]
+    # 32 losses: of the 33 queries, one has BM25 nDCG@10 0 (a tie at 0)
+    assert (c["queries"], c["wins"], c["ties"], c["losses"]) == (43, 0, 11, 32) and c["p"] < 1e-6
+
+
+def test_bad_comparisons_are_refused_with_a_clear_message(trec_dl: Path, tmp_path: Path):
+    dl19, dl20 = trec_dl / "run.bm25.dl19.top100.txt", trec_dl / "run.bm25.dl20.top100.txt"
+    qrels19 = str(trec_dl / "qrels.dl19-passage.txt")
+    out = _evaluate(str(dl19), "--qrels", qrels19, "--baseline", str(dl20))  # baseline of another query set
+    assert out.returncode == 2 and f"{dl20}: none of its 54 queries is judged in {qrels19}" in out.stderr
+    one = tmp_path / "one.run"
+    one.write_text("\n".join(dl19.read_text().splitlines()[:100]) + "\n")  # one query
+    out = _evaluate(str(one), "--qrels", qrels19, "--baseline", str(dl19))
+    assert out.returncode == 2 and "share 1 evaluated queries: a paired test needs at least 2" in out.stderr
+    assert "Traceback" not in out.stderr

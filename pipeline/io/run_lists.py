@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from pipeline.errors import InputError
+from pipeline.errors import InputError, naming_the_file
 from pipeline.io.corpus import CorpusStore
 from pipeline.io.run_stream import NotGrouped, QueryRun, iter_run
 
@@ -65,7 +65,7 @@ class RunLists:
 def write_run_lists(lists: Iterator[tuple[str, list[str]]], path: str | Path) -> RunLists:
     """Ranked lists (qid, doc ids) into a RunLists file."""
     queries = candidates = 0
-    with open(path, "w", encoding="utf-8") as f:
+    with naming_the_file(path), open(path, "w", encoding="utf-8") as f:
         for qid, doc_ids in lists:
             f.write(f"{qid} {' '.join(doc_ids)}\n")
             queries += 1

@@ -15,6 +15,7 @@ read it again later without a pass over the file.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from pipeline.errors import InputError
+from pipeline.errors import InputError, naming_the_file
 from pipeline.io.lines import open_binary
 from pipeline.io.trec import parse_run_line
 
@@ -158,17 +159,26 @@ class RunWriter:
         if n not in self._ends:  # " rank score tag\n" of each rank, for lists of n
             self._ends[n] = [f" {r} {float(n - r + 1)!r} {self.tag}\n" for r in range(1, n + 1)]
         head = qid + " Q0 "
-        self._file.write("".join([head + d + end for d, end in zip(doc_ids, self._ends[n], strict=True)]))
+        with naming_the_file(self._tmp):
+            self._file.write("".join([head + d + end for d, end in zip(doc_ids, self._ends[n], strict=True)]))
 
     def __enter__(self) -> RunWriter:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         if kind is not None:
-            self._file.close()
+            with contextlib.suppress(OSError):  # flushing the rest may fail too (a full disk): the first error counts
+                self._file.close()
             self._tmp.unlink(missing_ok=True)
             return
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        try:
+            with naming_the_file(self._tmp):
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._file.close()
+        except OSError:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._tmp.unlink(missing_ok=True)
+            raise
         os.replace(self._tmp, self.path)

@@ -175,42 +175,99 @@ def rerank_with_student(
     return {qid: student_order(docs, scores[qid], depth)[0] for qid, docs in lists.items()}, stats
 
 
+def write_student_run(
+    model,
+    model_source: str | Path,
+    inputs: tuple[pd.DataFrame, dict[str, list[str]], dict[str, str], CorpusStore],
+    sources: tuple[str | Path, str | Path, str | Path],
+    out: Path,
+    *,
+    batch_size: int = 64,
+    depth: int = 100,
+    bf16: bool = False,
+    tag: str = "student",
+    progress: bool = False,
+    stats_path: Path | None = None,
+) -> dict[str, Any]:
+    """Re-rank a run with a loaded cross-encoder and write the run and its stats (`OUT.stats.json`).
+
+    `inputs` are `read_rerank_inputs(*sources)` (read and checked before any model loads), `sources`
+    the run, queries and corpus they came from. What `distillm rerank --backend cross-encoder` and
+    `distillm train --rerank-run` write.
+    """
+    from pipeline.io.trec import write_trec_run
+    from pipeline.student.checkpoint import read_provenance
+    from pipeline.versions import STUDENT_PACKAGES, versions
+
+    started_at = time.time()
+    run, lists, queries, corpus = inputs
+    run_path, queries_path, corpus_path = sources
+    started = time.perf_counter()
+    scores = score_lists(model, lists, queries, corpus, batch_size, depth, bf16, progress)
+    seconds = time.perf_counter() - started
+    pairs = sum(len(v) for v in scores.values())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_trec_run(student_run(lists, scores, depth, tag), out)
+    stats = {
+        "queries": len(lists),
+        "pairs": pairs,
+        "seconds": round(seconds, 3),
+        "pairs_per_second": round(pairs / seconds, 1) if seconds > 0 else None,
+        "device": str(model.head.weight.device),
+        "precision": "bf16" if bf16 else "fp32",
+        "batch_size": batch_size,
+        "depth": depth,
+        "model": {"path": str(model_source), **model.settings, "provenance": read_provenance(model_source)},
+        "candidates": len(run),
+        "provenance": {
+            "backend": "cross-encoder",
+            "run": str(run_path),
+            "queries_file": str(queries_path),
+            "corpus": str(corpus_path),
+            "tag": tag,
+            "versions": versions(STUDENT_PACKAGES),
+            "command": " ".join(sys.argv),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started_at)),
+        },
+    }
+    stats_path = stats_path or out.with_name(out.name + ".stats.json")
+    stats_path.parent.mkdir(parents=True, exist_ok=True)
+    stats_path.write_text(json.dumps(stats, indent=2, default=str) + "\n")
+    log.info(
+        "student run -> %s (%d pairs, %.0f pairs/s); stats -> %s",
+        out,
+        pairs,
+        stats["pairs_per_second"] or 0,
+        stats_path,
+    )
+    return stats
+
+
 def main_cross_encoder(args: argparse.Namespace) -> int:
     """`distillm rerank --backend cross-encoder`: the student's run and stats from the teacher's arguments."""
     from pipeline.io.checks import read_rerank_inputs
-    from pipeline.io.trec import write_trec_run
-    from pipeline.versions import STUDENT_PACKAGES, versions
+    from pipeline.student.checkpoint import load_cross_encoder
 
-    started = time.time()
     if not args.model:
         raise ValueError(
             "--model (a cross-encoder checkpoint: a folder or hub id, e.g. webis/monoelectra-base) is required "
             "for backend cross-encoder"
         )
-    run, lists, queries, corpus = read_rerank_inputs(args.run, args.queries, args.corpus, args.max_queries)
-    scores, stats = score_with_student(
-        lists, queries, corpus, args.model, args.batch_size, args.depth, None, args.dtype, not args.no_progress
-    )
-    write_trec_run(student_run(lists, scores, args.depth, args.tag), args.out)
-    stats["candidates"] = len(run)
-    stats["provenance"] = {
-        "backend": "cross-encoder",
-        "run": str(args.run),
-        "queries_file": str(args.queries),
-        "corpus": str(args.corpus),
-        "tag": args.tag,
-        "versions": versions(STUDENT_PACKAGES),
-        "command": " ".join(sys.argv),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-    }
-    stats_path = args.stats or args.out.with_name(args.out.name + ".stats.json")
-    stats_path.parent.mkdir(parents=True, exist_ok=True)
-    stats_path.write_text(json.dumps(stats, indent=2, default=str) + "\n")
-    log.info(
-        "student run -> %s (%d pairs, %.0f pairs/s); stats -> %s",
+    sources = (args.run, args.queries, args.corpus)
+    inputs = read_rerank_inputs(*sources, args.max_queries)  # bad input fails before the model loads
+    device = resolve_device(None)
+    model = load_cross_encoder(args.model).to(device)
+    write_student_run(
+        model,
+        args.model,
+        inputs,
+        sources,
         args.out,
-        stats["pairs"],
-        stats["pairs_per_second"] or 0,
-        stats_path,
+        batch_size=args.batch_size,
+        depth=args.depth,
+        bf16=use_bf16(args.dtype, device),
+        tag=args.tag,
+        progress=not args.no_progress,
+        stats_path=args.stats,
     )
     return 0

@@ -45,6 +45,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from pipeline.crash_points import crash_point
 from pipeline.errors import InputError
 from pipeline.versions import STUDENT_PACKAGES, versions
 
@@ -56,7 +57,17 @@ STAGE_DEFAULTS = {  # the paper's settings per stage, used where an option is le
     "distill": {"depth": 100, "list_size": 100, "loss": "ranknet", "steps": None},  # None: --epochs passes
 }
 # settings a resumed run may change; any other change would change the curve
-RESUME_MAY_CHANGE = {"resume", "no_progress", "save_every", "keep_checkpoints", "threads", "device"}
+RESUME_MAY_CHANGE = {
+    "resume",
+    "no_progress",
+    "save_every",
+    "keep_checkpoints",
+    "threads",
+    "device",
+    "rerank_run",
+    "rerank_out",
+    "rerank_depth",
+}
 
 
 def option(default: Any, help: str, **argparse_kwargs: Any) -> Any:
@@ -139,6 +150,14 @@ class TrainConfig:
     eval_every: int = option(0, "evaluate every N steps (0: only at the start and the end)")
     eval_depth: int = option(100, "re-rank the top N of --eval-run")
     eval_batch_size: int = option(64, "pairs per forward pass in evaluation")
+    # re-ranking with the final model in this process (a study's grid point: train, then re-rank)
+    rerank_run: str | None = option(
+        None, "after training, re-rank this run with the final model (needs --queries, --corpus)"
+    )
+    rerank_out: str | None = option(
+        None, "the re-ranked run to write (+ .stats.json), as `distillm rerank --backend cross-encoder` writes it"
+    )
+    rerank_depth: int = option(100, "re-rank the top N of --rerank-run")
     no_progress: bool = option(False, "no progress bar")
 
 
@@ -153,6 +172,10 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     absent = [f"--{n.replace('_', '-')}" for n in needed if getattr(cfg, n) is None]
     if cfg.eval_run is not None:
         absent += [f"--{n.replace('_', '-')}" for n in ("eval_qrels", "queries", "corpus") if getattr(cfg, n) is None]
+    if (cfg.rerank_run is None) != (cfg.rerank_out is None):
+        raise ValueError("--rerank-run and --rerank-out go together")
+    if cfg.rerank_run is not None:
+        absent += [f"--{n}" for n in ("queries", "corpus") if getattr(cfg, n) is None]
     if absent:
         raise ValueError(f"stage {cfg.stage} needs {', '.join(dict.fromkeys(absent))}")
     if cfg.batch_size < 1 or not 1 <= cfg.accumulate <= cfg.batch_size:
@@ -174,6 +197,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     import torch
     from tqdm import tqdm
 
+    from pipeline.io.checks import read_rerank_inputs
     from pipeline.io.corpus import CorpusStore
     from pipeline.student.checkpoint import cross_encoder_from, load_cross_encoder, read_provenance, save_cross_encoder
     from pipeline.student.data import RelevanceLists, TeacherLists, TrainList, epoch_rng
@@ -187,6 +211,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         raise InputError(out, None, f"already has checkpoints ({latest.name}): pass --resume or use another --out")
     if latest is not None:
         check_resume_settings(latest, cfg)  # before anything slow
+    rerank_sources = (cfg.rerank_run, cfg.queries, cfg.corpus)
+    rerank_inputs = read_rerank_inputs(*rerank_sources) if cfg.rerank_run else None  # bad input fails now
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.device == "auto":
@@ -310,6 +336,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         pairs = sum(len(t.doc_ids) for t in batch)
         pairs_per_second = pairs / (time.perf_counter() - started)
         metrics_log.write(step=step, loss=loss_value, lr=lr, pairs_per_second=pairs_per_second)
+        crash_point("train-step")  # tests of resumption stop the run here (pipeline.crash_points)
         bar.update()
         bar.set_postfix(loss=f"{loss_value:.4f}", pairs_s=f"{pairs_per_second:.0f}")
         # --- evaluation
@@ -325,6 +352,20 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     final = final_metrics(out, cfg, lists.counts, total_steps, evaluator)
     (out / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
     log.info("trained %d steps -> %s (loss %s)", step, out / "model", final["loss"])
+    if rerank_inputs is not None:
+        from pipeline.student.score import write_student_run
+
+        write_student_run(
+            model,
+            out / "model",
+            rerank_inputs,
+            rerank_sources,
+            Path(cfg.rerank_out),
+            batch_size=cfg.eval_batch_size,
+            depth=cfg.rerank_depth,
+            bf16=bf16,
+            progress=not cfg.no_progress,
+        )
     return final
 
 

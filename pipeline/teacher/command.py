@@ -20,6 +20,7 @@ from typing import Any
 from pipeline.io.corpus import CorpusStore
 from pipeline.io.run_lists import RunLists, read_rerank_lists
 from pipeline.teacher.backends.replay import replay_settings
+from pipeline.teacher.cost import BudgetReached, Prices, describe, estimate
 from pipeline.teacher.prompts import PromptTemplate, load_prompt
 from pipeline.teacher.render import PromptRenderer
 from pipeline.teacher.rerank import Teacher
@@ -27,6 +28,7 @@ from pipeline.teacher.resume import prepare_log
 from pipeline.teacher.run_files import open_teacher_backend, run_to_files
 from pipeline.teacher.settings import TeacherSettings, settings_record
 from pipeline.teacher.shards import parse_shard, shard_filter
+from pipeline.teacher.window_prompt import WindowPrompts
 from pipeline.teacher.windows import sliding_windows
 
 log = logging.getLogger(__name__)
@@ -56,8 +58,21 @@ def backend_options(args: argparse.Namespace) -> dict[str, Any]:
             "continuous": args.continuous_batching,
         }
     if args.backend == "openai":
-        return {"model": args.model, "base_url": args.base_url, "concurrency": args.concurrency}
+        # without a tokenizer there is no prompt text to send: the chat endpoint takes the messages
+        chat = not args.tokenizer
+        return {"model": args.model, "base_url": args.base_url, "concurrency": args.concurrency, "chat": chat}
     return {}
+
+
+def prices(args: argparse.Namespace) -> Prices | None:
+    """`--price-in` / `--price-out` (per million tokens; one given, the other is 0)."""
+    if args.price_in is None and args.price_out is None:
+        if args.max_cost is not None:
+            raise ValueError("--max-cost needs the prices: --price-in and --price-out (per million tokens)")
+        return None
+    if min(args.price_in or 0.0, args.price_out or 0.0) < 0:
+        raise ValueError("--price-in and --price-out cannot be negative")
+    return Prices(args.price_in or 0.0, args.price_out or 0.0)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -67,7 +82,13 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--model is required for backend {args.backend}")
     if args.constrained and args.backend != "vllm":
         raise ValueError("--constrained needs the vllm backend")
-    tokenizer = args.tokenizer or (None if is_replay else args.model)
+    chat = args.backend == "openai" and not args.tokenizer
+    if chat and args.ranking == "first":
+        raise ValueError("--ranking first reads log-probabilities from /completions: pass --tokenizer")
+    if args.max_cost is not None and args.engine == "ray":
+        raise ValueError("--max-cost stops one process: run it with --engine local (or --shard)")
+    prices(args)  # checks the prices and the budget before anything starts
+    tokenizer = args.tokenizer or (None if is_replay or chat else args.model)
     replayed = replay_settings(Path(args.backend.removeprefix("replay:"))) if is_replay else None
     settings = TeacherSettings(
         model=args.model or (replayed or {}).get("model") or args.backend,
@@ -90,7 +111,14 @@ def main(args: argparse.Namespace) -> int:
     spill = args.out.with_name(args.out.name + ".lists.tmp")
     lists, queries, corpus = read_rerank_lists(args.run, args.queries, args.corpus, spill, args.max_queries, keep)
     try:
+        if args.dry_run:
+            prompts = WindowPrompts(PromptRenderer(tokenizer), settings, template)
+            print(describe(estimate(lists, queries, corpus, prompts, prices(args)), prices(args)))
+            return 0
         return _run(args, started, tokenizer, settings, template, lists, queries, corpus)
+    except BudgetReached as e:
+        print(f"distillm rerank: {e}", file=sys.stderr)
+        return 3
     finally:
         lists.close()
 
@@ -142,6 +170,7 @@ def _run(
             args.tag,
             provenance,
             args.reuse,
+            prices(args),
         )
         stats = run_on_ray(
             job,
@@ -161,7 +190,16 @@ def _run(
             args.backend, backend_options(args), args.reuse + ([moved] if moved else []), record
         )
         try:
-            teacher = Teacher(backend, renderer, settings, template, corpus, early=not args.no_early)
+            teacher = Teacher(
+                backend,
+                renderer,
+                settings,
+                template,
+                corpus,
+                early=not args.no_early,
+                prices=prices(args),
+                max_cost=args.max_cost,
+            )
             stats = run_to_files(
                 teacher,
                 lists,
@@ -175,11 +213,13 @@ def _run(
             )
         finally:
             backend.close()
+    cost = f", cost {stats['cost']['total']:.4f}" if "cost" in stats else ""
     log.info(
-        "teacher run -> %s (%d windows, repair rate %.3f); stats -> %s",
+        "teacher run -> %s (%d windows, repair rate %.3f%s); stats -> %s",
         args.out,
         stats["windows"],
         stats["repair_rate"],
+        cost,
         stats_path,
     )
     return 0

@@ -16,6 +16,14 @@ value, so no input raises. Runs longer than any identifier are out of range with
 Letter identifiers (`[A] > [C] > ...`, prompts with `identifiers = "letters"`) are read as
 rank_llm's alphabetical template extracts them: every `[X]` with one capital letter X.
 
+Reasoning replies (`parse_reply`): a model that thinks first writes `<think>...</think>` before
+its answer, or its server returns the thoughts apart (`reasoning_content`). Only the text after
+the reasoning is read (identifiers the model names while thinking never count), and an answer
+wrapped in `<answer>...</answer>` (ReasonRank's format) is read inside the tags. A reply that
+ends inside its reasoning (no `</think>` after a `<think>`, or thoughts and no answer: the token
+budget ran out) has no answer: the window keeps its order and the repair `reasoning_cut_off` is
+counted, with every identifier missing.
+
 FIRST windows (`--ranking first`) have no permutation to read: `rank_by_logprobs` orders the
 identifiers by their log-probability as the first generated token, and appends the ones the
 backend returned none for in their current order, counted as `missing`.
@@ -30,6 +38,7 @@ from dataclasses import dataclass
 from pipeline.teacher.identifiers import identifiers
 
 REPAIRS = ("wrong_format", "repetition", "missing", "out_of_range")
+REASONING_CUT_OFF = "reasoning_cut_off"  # the reply ended inside its reasoning: no answer to read
 
 # The expected reply: `[i] > [j] > ...` with ASCII digits; spaces or tabs around `>` are free.
 _FORMAT = re.compile(r"\[[0-9]+\](?:[ \t]*>[ \t]*\[[0-9]+\])*")
@@ -42,7 +51,7 @@ class ParsedPermutation:
     """A reply read as a permutation of a window of n candidates."""
 
     order: list[int]  # full 0-based permutation of range(n), best first
-    repairs: tuple[str, ...]  # subset of REPAIRS in REPAIRS order; empty = a clean reply
+    repairs: tuple[str, ...]  # subset of REPAIRS in REPAIRS order (then REASONING_CUT_OFF); empty = a clean reply
     n_missing: int  # identifiers 1..n never named (appended in current order)
     n_repeated: int  # repeated mentions of an in-range identifier (all but the first dropped)
     n_out_of_range: int  # mentions of identifiers outside 1..n, 0 included (dropped)
@@ -99,6 +108,37 @@ def parse_permutation(reply: str, n: int, scheme: str = "numbers") -> ParsedPerm
     )
 
 
+_ANSWER_TAGS = re.compile(r"\s*<answer>(.*?)</answer>\s*", re.DOTALL)
+
+
+def split_reasoning(reply: str, reasoning: str | None = None, opened: bool = False) -> tuple[str | None, str | None]:
+    """(reasoning, answer) of a reply. `reasoning` is what the server returned apart from the
+    text; `opened`: the prompt itself ended with `<think>` (a chat template that opens the
+    thoughts), so the text starts inside them. The answer is None when the reply ended inside
+    its reasoning; the reasoning is None when there was none."""
+    if "</think>" in reply:
+        thoughts, answer = reply.rsplit("</think>", 1)
+        return "\n".join(part for part in (reasoning, thoughts) if part), answer
+    if opened or reply.lstrip().startswith("<think>"):
+        return reply, None
+    if reasoning and not reply.strip():
+        return reasoning, None
+    return reasoning, reply
+
+
+def parse_reply(
+    reply: str, n: int, scheme: str = "numbers", reasoning: str | None = None, opened: bool = False
+) -> ParsedPermutation:
+    """`parse_permutation` of the answer after any reasoning (see `split_reasoning`), read inside
+    `<answer>` tags when it is wrapped in them; a reply cut off inside its reasoning keeps the
+    window's order, counted as `reasoning_cut_off` with every identifier missing."""
+    _, answer = split_reasoning(reply, reasoning, opened)
+    if answer is None:
+        return ParsedPermutation(list(range(n)), ("missing", REASONING_CUT_OFF), n, 0, 0)
+    wrapped = _ANSWER_TAGS.fullmatch(answer)
+    return parse_permutation(wrapped.group(1) if wrapped else answer, n, scheme)
+
+
 def _number_ids(reply: str, n: int) -> list[int]:
     """The reply's digit runs as 1-based identifiers; 0 for a run longer than any identifier."""
     max_digits = len(str(max(n, 1)))
@@ -139,12 +179,14 @@ def settled_head(partial_reply: str, n: int, m: int) -> list[int] | None:
     run of digits (the next token may extend "1" to "12"), which is not counted yet. The one
     thing appended text can still change is a later `</think>`, which drops everything
     before it: callers compare with the finished reply's permutation (see
-    `pipeline.teacher.rerank`, which re-submits the next window on a mismatch).
+    `pipeline.teacher.rerank`, which re-submits the next window on a mismatch). Nothing is
+    settled while the reply is inside its reasoning (a `<think>` not closed yet).
     """
     if m <= 0:
         return []
-    if "</think>" in partial_reply:
-        partial_reply = partial_reply.rsplit("</think>", 1)[1]
+    _, partial_reply = split_reasoning(partial_reply)
+    if partial_reply is None:
+        return None
     runs = _digit_runs(partial_reply)
     if runs and _ends_in_digit(partial_reply):
         runs.pop()  # may still grow

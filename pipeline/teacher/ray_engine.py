@@ -27,6 +27,7 @@ from typing import Any
 
 from pipeline.io.corpus import CorpusStore
 from pipeline.io.run_lists import RunLists, write_run_lists
+from pipeline.teacher.cost import Prices
 from pipeline.teacher.prompts import PromptTemplate
 from pipeline.teacher.render import PromptRenderer
 from pipeline.teacher.rerank import Teacher
@@ -53,6 +54,7 @@ class RayJob:
     tag: str
     provenance: dict[str, Any]
     reuse: list[Path]  # earlier reply logs (--reuse)
+    prices: Prices | None = None  # per million tokens: the cost in each block's stats
 
 
 class BlockRunner:
@@ -73,7 +75,7 @@ class BlockRunner:
             moved = prepare_log(log_path, self.record)
             if moved is not None:
                 self.backend.index.add(moved, generation_settings(self.record))
-            teacher = Teacher(self.backend, self.renderer, job.settings, job.template, self.corpus)
+            teacher = Teacher(self.backend, self.renderer, job.settings, job.template, self.corpus, prices=job.prices)
             stats = run_to_files(
                 teacher,
                 dict(block),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 from pipeline.teacher.identifiers import identifiers
 
@@ -44,9 +45,7 @@ class PromptRenderer:
         self.name = tokenizer
         self.tokenizer = None
         if tokenizer is not None:
-            from transformers import AutoTokenizer
-
-            self.tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+            self.tokenizer = load_tokenizer(tokenizer)
         self._cache: tuple[str, str, str, list[int]] | None = None
         self._permutation_tokens: dict[tuple[int, str], int] = {}
         self._first_ids: dict[tuple[str, ...], list[int]] = {}
@@ -74,6 +73,10 @@ class PromptRenderer:
 
     def count_tokens(self, messages: Messages, opening: str = "") -> int:
         return len(self.render(messages, opening=opening)[1])
+
+    def count_text_tokens(self, text: str) -> int:
+        """Tokens of a piece of generated text (a reasoning model's thoughts)."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def permutation_tokens(self, n: int, scheme: str = "numbers") -> int:
         """Tokens of the longest well-formed reply for n passages, plus EOS and one spare."""
@@ -112,3 +115,49 @@ class PromptRenderer:
                 ids.append(after[-1])
             self._first_ids[tuple(names)] = ids
         return self._first_ids[tuple(names)]
+
+
+def load_tokenizer(name: str):
+    """The tokenizer (with its chat template) of a local folder or a model hub id.
+
+    Fails in seconds with one line naming `name` (ValueError) when it is neither: a missing or
+    unreadable folder, a name that is no hub id, not in the hub's cache while offline, unknown
+    to the hub, or a hub that cannot be reached (transformers alone would retry for a minute
+    and end in a traceback).
+    """
+    from transformers import AutoTokenizer
+
+    where = f"tokenizer {name!r} (--tokenizer, default --model)"
+    path = Path(name).expanduser()
+    if path.is_dir():
+        try:
+            return AutoTokenizer.from_pretrained(str(path))
+        except (OSError, ValueError, TypeError) as e:
+            raise ValueError(f"{where}: the folder holds no loadable tokenizer ({_first_line(e)})") from None
+    import huggingface_hub
+    from huggingface_hub.utils import HFValidationError
+
+    try:
+        huggingface_hub.utils.validate_repo_id(name)
+    except HFValidationError:
+        raise ValueError(f"{where}: no such folder, and not a model hub id") from None
+    try:
+        return AutoTokenizer.from_pretrained(name, local_files_only=True)  # the hub's cache
+    except (OSError, ValueError):
+        pass
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        raise ValueError(f"{where}: no such folder, and not in the model hub's cache (HF_HUB_OFFLINE is set)")
+    try:  # one quick question first: from_pretrained retries an unreachable hub for a minute
+        huggingface_hub.HfApi().model_info(name, timeout=10)
+    except huggingface_hub.errors.RepositoryNotFoundError:
+        raise ValueError(f"{where}: no such folder, and no such model on the hub (or a gated one)") from None
+    except Exception as e:  # its HTTP client's errors (httpx2.ConnectError, ...) share no base with OSError
+        raise ValueError(f"{where}: no such folder, and the model hub cannot be reached ({_first_line(e)})") from None
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError, TypeError) as e:
+        raise ValueError(f"{where}: cannot be loaded from the hub ({_first_line(e)})") from None
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]

@@ -12,7 +12,12 @@ repairs; n_missing, n_repeated, n_out_of_range; words_per_passage; prompt_tokens
 completion_tokens; seconds (submit to completion). Optional: identifiers ("letters" when the
 prompt named passages [A], [B], ...; absent for numbers); first_logprobs (FIRST windows:
 identifier -> log-probability as the first generated token, from which the permutation is
-derived; reply is then that one token); reused_from (the log a reused reply came from).
+derived; reply is then that one token); reused_from (the log a reused reply came from);
+reasoning (a reasoning model's thoughts, when its server returned them apart from the reply;
+thoughts written in the reply as `<think>...</think>` stay in `reply`); reasoning_tokens (the
+part of completion_tokens spent on them); think_opened (the prompt itself ended inside an opened
+`<think>`); context_retries (the prompts of this window a server refused as longer than its
+model's context, each {words_per_passage, prompt_sha256, error}, before the one answered).
 Records are made by `pipeline.teacher.records.window_record`.
 """
 
@@ -24,9 +29,10 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from pipeline.errors import InputError
+from pipeline.crash_points import crash_point
+from pipeline.errors import InputError, naming_the_file
 
 try:
     import orjson
@@ -114,30 +120,44 @@ class ReplyLogWriter:
     Every record reaches the operating system before `write` returns, so killing the
     process (even kill -9) loses nothing written. fsync, which guards against a crash of
     the machine itself, runs at most every `fsync_seconds` and at close: a machine crash
-    can lose the last second of windows, which a resumed run then recomputes.
+    can lose the last second of windows, which a resumed run then recomputes. Records are
+    written unbuffered: a disk that fills up fails the one `write` (`OutOfSpace`, naming the
+    log), leaving at most a partial last line, which resuming cuts away.
     """
 
     def __init__(self, path: str | Path, fsync_seconds: float = 1.0):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[str] = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.fsync_seconds = fsync_seconds
         self._synced = time.monotonic()
 
     def write(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._file.flush()
-        if time.monotonic() - self._synced >= self.fsync_seconds:
-            os.fsync(self._file.fileno())
-            self._synced = time.monotonic()
+        data = memoryview((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+        with naming_the_file(self.path):
+            while data:
+                data = data[os.write(self._fd, data) :]
+            if time.monotonic() - self._synced >= self.fsync_seconds:
+                os.fsync(self._fd)
+                self._synced = time.monotonic()
+        crash_point("reply-log")  # tests of resumption stop the run here (pipeline.crash_points)
 
     def close(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            with naming_the_file(self.path):
+                os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def __enter__(self) -> ReplyLogWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        if kind is None:
+            self.close()
+            return
+        with contextlib.suppress(OSError):  # the error under way is the one to report
+            self.close()

@@ -23,13 +23,18 @@ Memory does not grow with the run: `run_queries` reads the queries from a re-ite
 resuming keeps ~200 bytes of progress per query (`pipeline.teacher.resume`). `run` (lists in a
 dict, rankings returned in one) is the same for a run that fits in memory.
 
+A chat server (no tokenizer) counts the tokens itself: a window it refuses as longer than its
+model's context is built again with fewer words per passage and sent again, each refusal kept in
+the window's record (`pipeline.teacher.context_retry`). With prices (`pipeline.teacher.cost`) the
+progress bar shows the run's cost, and with a budget the run stops submitting windows once the
+cost reaches it, raising `BudgetReached` when the windows in flight are logged.
+
 The command line is `pipeline.rerank` / `pipeline.teacher.command`; writing the run and the
-stats, `pipeline.teacher.run_files`.
+stats, `pipeline.teacher.run_files`; each window's request, `pipeline.teacher.window_prompt`.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -41,22 +46,24 @@ from tqdm import tqdm
 from pipeline.errors import InputError
 from pipeline.io.corpus import CorpusStore
 from pipeline.teacher.backends import Backend, Reply, Request
-from pipeline.teacher.identifiers import identifiers
-from pipeline.teacher.parse import settled_head
-from pipeline.teacher.prompts import PromptOverflow, PromptTemplate, build_messages, fit_messages
+from pipeline.teacher.context_retry import shrunk_words
+from pipeline.teacher.cost import BudgetReached, Prices
+from pipeline.teacher.parse import REASONING_CUT_OFF, settled_head
+from pipeline.teacher.prompts import PromptTemplate
 from pipeline.teacher.query_state import QueryState, Sent
-from pipeline.teacher.records import window_record
-from pipeline.teacher.render import PromptRenderer, messages_json, messages_sha256, permutation_regex
+from pipeline.teacher.records import reply_record
+from pipeline.teacher.render import PromptRenderer, permutation_regex
 from pipeline.teacher.reply_log import ReplyLogWriter
 from pipeline.teacher.resume import LogMismatch, Resumed, move_log_aside, resume
 from pipeline.teacher.reuse import ReplyIndex, ReusingBackend, generation_settings
 from pipeline.teacher.settings import TeacherSettings, settings_record
 from pipeline.teacher.stats import Tally
+from pipeline.teacher.window_prompt import FIRST_OPENING, WindowPrompts
 from pipeline.teacher.windows import Window, apply_permutation, sliding_windows
 
 log = logging.getLogger(__name__)
 
-FIRST_OPENING = "["  # a FIRST prompt ends with the reply's opening bracket: the next token is an identifier
+__all__ = ["FIRST_OPENING", "PromptRenderer", "Teacher", "TeacherSettings", "permutation_regex"]
 
 
 class Teacher:
@@ -83,6 +90,8 @@ class Teacher:
         corpus: CorpusStore,
         max_active: int = 512,
         early: bool = True,
+        prices: Prices | None = None,
+        max_cost: float | None = None,
     ):
         if not isinstance(backend, ReusingBackend):  # a model backend: reuse earlier replies before asking it
             backend = ReusingBackend(
@@ -91,12 +100,11 @@ class Teacher:
         self.backend, self.renderer, self.settings, self.template = backend, renderer, settings, template
         self.corpus = corpus
         self.max_active = max_active
-        self.scheme = template.identifiers
-        self.first = settings.ranking == "first"
-        if self.first:  # fails here, before any model call, unless every identifier is one token
-            renderer.first_token_ids(identifiers(settings.window, self.scheme))
-        self.opening = FIRST_OPENING if self.first else ""
-        self.count_tokens = functools.partial(renderer.count_tokens, opening=self.opening)
+        self.prompts = WindowPrompts(renderer, settings, template)
+        self.scheme, self.first = template.identifiers, self.prompts.first
+        self.prices, self.max_cost = prices, max_cost
+        if max_cost is not None and prices is None:
+            raise ValueError("--max-cost needs the prices: --price-in and --price-out")
         self.early = early and backend.supports_partial and not self.first and self.scheme == "numbers"
         self.tally = Tally()
         self.in_flight: dict[str, Sent] = {}  # while running: submitted windows by request key
@@ -104,6 +112,7 @@ class Teacher:
         self._windows: dict[int, list[Window]] = {}  # sliding windows by number of candidates
         self.writer: ReplyLogWriter | None = None
         self.bar: tqdm | None = None
+        self.stopped = False  # the budget was reached: no window submitted since
 
     def settings_record(self) -> dict[str, Any]:
         return settings_record(self.settings, self.template, self.renderer.name)
@@ -157,6 +166,7 @@ class Teacher:
             resumed, self.tally = {}, Tally()
         total = sum(len(self._windows_of(len(docs))) for _, docs in lists)
         self.bar = tqdm(total=total, initial=self.tally.windows, desc="teacher", unit=" windows", disable=not progress)
+        self._show_cost()
         self.in_flight, self.active, self.emit = {}, 0, emit
         self.finished: dict[int, tuple[str, list[str]]] = {}  # done, waiting for an earlier query
         self.emitted = 0
@@ -173,6 +183,8 @@ class Teacher:
                     self._receive(reply)
                 self._fill(waiting)
         self.bar.close()
+        if self.stopped:
+            raise BudgetReached(self.tally.cost(self.prices), self.max_cost, self.tally.windows, total)
         if self.finished or next(waiting, None) is not None:  # pragma: no cover - a bug, not bad input
             raise RuntimeError(f"teacher stopped with {len(self.finished)} queries not written")
 
@@ -187,7 +199,7 @@ class Teacher:
 
     def _fill(self, waiting: Iterator[QueryState]) -> None:
         """Start queries until `max_active` have a window in flight."""
-        while self.active < self.max_active:
+        while self.active < self.max_active and not self._over_budget():
             state = next(waiting, None)
             if state is None:
                 return
@@ -208,6 +220,8 @@ class Teacher:
     def _advance(self, state: QueryState) -> None:
         """Submit the query's next window (recording windows that cannot be prompted)."""
         while not state.finished:
+            if self._over_budget():
+                return  # the query stays where it is: its windows so far are in the log
             window = state.windows[state.done]
             doc_ids = state.ranking[window.start : window.end]
             if state.passages is None:
@@ -237,6 +251,9 @@ class Teacher:
         del self.in_flight[reply.key]
         seconds = time.perf_counter() - sent.started
         state = sent.state
+        if reply.context_error is not None:
+            self._retry_shorter(sent, reply, seconds)
+            return
         if state.ahead is sent:  # an early window, finished before the window it follows
             state.ahead_reply = (reply, seconds)
             return
@@ -251,7 +268,8 @@ class Teacher:
             return  # one early window at a time, and only after a confirmed one
         following = state.windows[state.done + 1]
         overlap = following.end - window.start
-        head = settled_head(partial.text, window.size, overlap)
+        text = "<think>" + partial.text if sent.info.get("think_opened") else partial.text  # the prompt opened it
+        head = settled_head(text, window.size, overlap)
         if head is None:
             # a well-formed reply has named `overlap` identifiers by about this many
             # tokens; past half as many again, stop following this one (it may be text)
@@ -291,52 +309,55 @@ class Teacher:
 
     def reply_tokens(self, n: int) -> int:
         """max_tokens of a window of n passages."""
-        s = self.settings
-        if self.first:
-            return 1
-        if s.max_new_tokens:
-            return s.max_new_tokens
-        if s.constrained:
-            # under a regex the model may spell the reply in more, shorter tokens than the
-            # tokenizer would, and may repeat its longest identifier n times; every token
-            # holds at least one character, so the longest match's length always fits
-            longest = max(len(name) for name in identifiers(n, self.scheme))
-            return n * (longest + 2) + (n - 1) * 3 + 1
-        return self.renderer.permutation_tokens(n, self.scheme)
+        return self.prompts.reply_tokens(n)
 
     def _request(
-        self, state: QueryState, window: Window, doc_ids: list[str], quiet: bool = False
+        self, state: QueryState, window: Window, doc_ids: list[str], quiet: bool = False, words: int | None = None
     ) -> tuple[Request | None, Sent]:
         """The window's request (None: no prompt fits; `info` says why), and its record in flight."""
-        s = self.settings
-        sent = Sent(f"{state.qid}\t{window.index}", state, window, doc_ids, {}, 0.0)
+        key = f"{state.qid}\t{window.index}"
         passages = [(state.passages[d].text, state.passages[d].title) for d in doc_ids]
-        n = len(doc_ids)
-        max_tokens = self.reply_tokens(n)
-        try:
-            if self.renderer.tokenizer is None:
-                messages, words = build_messages(self.template, state.query, passages, s.max_words), s.max_words
-            else:
-                messages, words, _ = fit_messages(
-                    self.template, state.query, passages, self.count_tokens, s.max_model_len - max_tokens, s.max_words
-                )
-        except PromptOverflow as e:
-            if not quiet:
-                log.warning("query %s window %d: %s; its order is kept", state.qid, window.index, e)
-            sent.info = {"prompt_sha256": None, "words_per_passage": None, "prompt_tokens": 0, "overflow": str(e)}
-            return None, sent
-        key = messages_json(messages)
-        text, ids = self.renderer.render(messages, key, self.opening)
-        sha = messages_sha256(messages, key)
-        sent.info = {"prompt_sha256": sha, "words_per_passage": words, "prompt_tokens": len(ids)}
-        regex = permutation_regex(n, self.scheme) if s.constrained else None
         partial = self.early and window.index + 1 < len(state.windows)
-        names = tuple(identifiers(n, self.scheme)) if self.first else ()
-        name_ids = tuple(self.renderer.first_token_ids(list(names))) if self.first else ()
-        request = Request(
-            sent.key, text, ids, sha, max_tokens, state.qid, window.index, regex, partial, names, name_ids
-        )
-        return request, sent
+        request, info = self.prompts.request(key, state.qid, window.index, state.query, passages, words, partial, quiet)
+        return request, Sent(key, state, window, doc_ids, info, 0.0)
+
+    def _retry_shorter(self, sent: Sent, reply: Reply, seconds: float) -> None:
+        """The server refused the window's prompt as too long: build it with fewer words per
+        passage and send it again; at one word, record it as not promptable (order kept)."""
+        state, window, info = sent.state, sent.window, sent.info
+        refused = {k: info[k] for k in ("words_per_passage", "prompt_sha256")} | {"error": reply.context_error}
+        retries = [*info.get("context_retries", ()), refused]
+        if state.ahead is sent:  # an early window: drop it; it is sent again in its turn
+            state.ahead, state.no_early = None, state.done
+            self.tally.early_redone += 1
+            return
+        words = shrunk_words(info["words_per_passage"], reply.context_error)
+        if words is not None:
+            log.info(
+                "query %s window %d: too long for the server; %d words per passage", state.qid, window.index, words
+            )
+            request, again = self._request(state, window, sent.doc_ids, quiet=True, words=words)
+            again.info["context_retries"] = retries
+            if request is not None:
+                self._submit(request, again)
+                return
+            sent = again
+        else:
+            overflow = f"the server refuses even 1 word per passage: {reply.context_error}"
+            sent.info = {"prompt_sha256": None, "words_per_passage": None, "prompt_tokens": 0, "overflow": overflow}
+            sent.info["context_retries"] = retries
+        log.warning("query %s window %d: %s; its order is kept", state.qid, window.index, sent.info["overflow"])
+        self._apply(sent, None, seconds)
+        if not (state.ahead and self._settle_ahead(state)):
+            self._advance(state)
+
+    def _over_budget(self) -> bool:
+        self.stopped = self.stopped or (self.max_cost is not None and self.tally.cost(self.prices) >= self.max_cost)
+        return self.stopped
+
+    def _show_cost(self) -> None:
+        if self.prices is not None:
+            self.bar.set_postfix_str(f"cost {self.tally.cost(self.prices):.4f}", refresh=False)
 
     def _apply(self, sent: Sent, reply: Reply | None, seconds: float) -> None:
         """Log the window's reply (None: no prompt fitted) and apply its permutation."""
@@ -349,16 +370,18 @@ class Teacher:
                 f"query {state.qid!r} window {window.index}: a {kind} cannot answer a window of this run "
                 f"(--ranking {self.settings.ranking})",
             )
-        text, tokens, source, logprobs = (
-            (None, 0, None, None)
-            if reply is None
-            else (reply.text, reply.completion_tokens, reply.reused_from, reply.logprobs)
-        )
-        record = window_record(
-            state.qid, window, sent.doc_ids, sent.info, text, tokens, seconds, source, logprobs, self.scheme
-        )
+        count = self.renderer.count_text_tokens if self.renderer.tokenizer is not None else None
+        record = reply_record(state.qid, window, sent.doc_ids, sent.info, reply, seconds, self.scheme, count)
+        if REASONING_CUT_OFF in record["repairs"] and not self.tally.repairs[REASONING_CUT_OFF]:  # warn once
+            log.warning(
+                "query %s window %d: the reply ended inside its reasoning (its order is kept; counted as "
+                "reasoning_cut_off): raise --max-new-tokens",
+                state.qid,
+                window.index,
+            )
         self.writer.write(record)  # logged before it is applied: the log is the ground truth
         state.ranking = apply_permutation(state.ranking, window, [i - 1 for i in record["permutation"]])
         state.done += 1
         self.tally.add(record, self.settings.max_words)
+        self._show_cost()
         self.bar.update()

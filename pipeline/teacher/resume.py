@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import naming_the_file
 from pipeline.teacher.query_state import QueryState
 from pipeline.teacher.reply_log import load_record, reply_log_records
 from pipeline.teacher.reuse import read_settings_sidecar
@@ -144,5 +145,6 @@ def prepare_log(log_path: Path, record: dict[str, Any]) -> Path | None:
             moved = move_log_aside(log_path)
             log.warning("settings changed %s: the old reply log is moved to %s", changed, moved)
     sidecar.parent.mkdir(parents=True, exist_ok=True)
-    sidecar.write_text(json.dumps(record, indent=2) + "\n")
+    with naming_the_file(sidecar):
+        sidecar.write_text(json.dumps(record, indent=2) + "\n")
     return moved

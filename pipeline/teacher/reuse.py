@@ -50,17 +50,39 @@ def read_settings_sidecar(log_path: Path) -> dict[str, Any] | None:
 
 
 def logged_reply(key: str, record: dict[str, Any], path: Path) -> Reply:
-    """A logged window's reply (and a FIRST window's log-probabilities), answering request `key`."""
+    """A logged window's reply (and a FIRST window's log-probabilities, a reasoning model's
+    thoughts and the tokens counted), answering request `key`."""
     tokens = int(record.get("completion_tokens") or 0)
-    return Reply(key, record["reply"], tokens, True, str(path), record.get("first_logprobs"))
+    return Reply(
+        key,
+        record["reply"],
+        tokens,
+        True,
+        str(path),
+        record.get("first_logprobs"),
+        reasoning=record.get("reasoning"),
+        reasoning_tokens=record.get("reasoning_tokens"),
+        prompt_tokens=record.get("prompt_tokens") or None,
+    )
+
+
+def logged_refusal(key: str, record: dict[str, Any], prompt_sha256: str, path: Path) -> Reply:
+    """The server's refusal of a prompt as too long (a window's `context_retries`), again."""
+    error = next(r["error"] for r in record["context_retries"] if r["prompt_sha256"] == prompt_sha256)
+    return Reply(key, "", 0, True, str(path), context_error=error)
 
 
 class ReplyIndex:
-    """prompt_sha256 -> (log, byte offset) over one or more reply logs; the first log wins."""
+    """prompt_sha256 -> (log, byte offset) over one or more reply logs; the first log wins.
+
+    `refused` holds the prompts a server refused as too long for its context (a record's
+    `context_retries`): a window built the same way meets the same refusal, and shrinks the
+    same way (`pipeline.teacher.context_retry`), without asking the server again."""
 
     def __init__(self) -> None:
         self.paths: list[Path] = []
         self.windows: dict[str, tuple[int, int]] = {}
+        self.refused: dict[str, tuple[int, int]] = {}
 
     def add(self, path: str | Path, require: dict[str, Any] | None = None) -> int:
         """Index a log's answered windows; returns how many new prompts it adds.
@@ -85,6 +107,8 @@ class ReplyIndex:
             sha = record.get("prompt_sha256")
             if sha and record.get("reply") is not None:
                 self.windows.setdefault(sha, (source, offset))
+            for refusal in record.get("context_retries", ()):
+                self.refused.setdefault(refusal["prompt_sha256"], (source, offset))
         added = len(self.windows) - before
         log.info("reply index: %d prompts from %s", added, path)
         return added
@@ -134,6 +158,10 @@ class ReusingBackend:
             record, path = found
             self.reused += 1
             self.ready.append(logged_reply(request.key, record, path))
+            return
+        if request.prompt_sha256 in self.index.refused:
+            record, path = self.index.read(*self.index.refused[request.prompt_sha256])
+            self.ready.append(logged_refusal(request.key, record, request.prompt_sha256, path))
             return
         if self.open_model is None:
             source = ", ".join(map(str, self.index.paths)) or "the reply log"

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import naming_the_file
 from pipeline.io.run_lists import RunLists
 from pipeline.io.run_stream import RunWriter
 from pipeline.teacher.backends import open_backend, streams_partial_replies
@@ -70,6 +71,7 @@ def run_to_files(
         candidates=candidates,
         seconds=seconds,
         load_seconds=load,
+        prices=teacher.prices,
         provenance={
             **settings_record(teacher.settings, teacher.template, teacher.renderer.name),
             **provenance,
@@ -79,5 +81,6 @@ def run_to_files(
         },
     )
     stats_path.parent.mkdir(parents=True, exist_ok=True)
-    stats_path.write_text(json.dumps(stats, indent=2) + "\n")
+    with naming_the_file(stats_path):
+        stats_path.write_text(json.dumps(stats, indent=2) + "\n")
     return stats

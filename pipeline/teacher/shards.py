@@ -44,7 +44,9 @@ _SUMMED = (
     "queries",
     "candidates",
 )
-_SUMMED_IF_PRESENT = ("windows_submitted_early", "early_windows_redone")  # absent from older stats
+# absent from older stats
+_SUMMED_IF_PRESENT = ("windows_submitted_early", "early_windows_redone", "reasoning_tokens", "context_length_retries")
+_COST_SUMMED = ("prompt_tokens", "completion_tokens", "total")
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -143,8 +145,13 @@ def merge_runs(order: list[str], first_stage: Path, shard_runs: list[Path], out:
     tmp.replace(out_log)
     merged: dict[str, Any] = {key: sum(s[key] for _, s in stats_list) for key in _SUMMED}
     merged |= {key: sum(s.get(key, 0) for _, s in stats_list) for key in _SUMMED_IF_PRESENT}
-    merged["repairs"] = {k: sum(s["repairs"][k] for _, s in stats_list) for k in stats_list[0][1]["repairs"]}
+    names = dict.fromkeys(k for _, s in stats_list for k in s["repairs"])  # older stats lack newer repairs
+    merged["repairs"] = {k: sum(s["repairs"].get(k, 0) for _, s in stats_list) for k in names}
     merged["repair_rate"] = merged["windows_repaired"] / merged["windows"] if merged["windows"] else 0.0
+    if all("cost" in s for _, s in stats_list):  # each shard's tokens and cost, summed
+        costs = [s["cost"] for _, s in stats_list]
+        merged["cost"] = {**costs[0], **{k: sum(c[k] for c in costs) for k in _COST_SUMMED}}
+        merged["cost"]["total"] = round(merged["cost"]["total"], 6)
     merged["seconds"] = max(s["seconds"] for _, s in stats_list)  # wall time of parallel shards
     merged["provenance"] = {
         **stats_list[0][1]["provenance"],

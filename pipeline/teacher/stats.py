@@ -1,8 +1,14 @@
-"""A teacher run's statistics (`OUT.stats.json`): windows, repairs, tokens, timing, provenance.
+"""A teacher run's statistics (`OUT.stats.json`): windows, repairs, tokens, cost, timing, provenance.
 
 Every count comes from the reply-log records of the output's windows, replayed from the log
 and new alike, so a resumed run's stats equal an uninterrupted run's (timing aside).
 `pipeline.teacher.shards` sums these fields when it merges shards.
+
+Tokens: `prompt_tokens` and `completion_tokens` of every window (a chat server's `usage`, or the
+local tokenizer's count); `reasoning_tokens`, the part of the completion tokens a reasoning model
+spent thinking (the server's count, else the tokenizer's, else the completion tokens shared by
+characters). `cost` (with prices) counts the windows a model answered for this run
+(`pipeline.teacher.cost`).
 """
 
 from __future__ import annotations
@@ -11,7 +17,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.teacher.parse import REPAIRS
+from pipeline.teacher.cost import Prices
+from pipeline.teacher.parse import REASONING_CUT_OFF, REPAIRS
 
 
 @dataclass
@@ -30,6 +37,10 @@ class Tally:
     shrunk: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    context_retries: int = 0  # prompts a server refused as too long, sent again with fewer words
+    paid_prompt_tokens: int = 0  # ... of the windows a model answered for this run (none reused)
+    paid_completion_tokens: int = 0
     early: int = 0  # windows submitted before the window they follow had finished
     early_redone: int = 0  # ... of which the finished reply disagreed: submitted again
 
@@ -47,6 +58,14 @@ class Tally:
         self.shrunk += record["words_per_passage"] is not None and record["words_per_passage"] < max_words
         self.prompt_tokens += record["prompt_tokens"]
         self.completion_tokens += record["completion_tokens"]
+        self.reasoning_tokens += record.get("reasoning_tokens") or 0
+        self.context_retries += len(record.get("context_retries", ()))
+        if "reused_from" not in record:
+            self.paid_prompt_tokens += record["prompt_tokens"]
+            self.paid_completion_tokens += record["completion_tokens"]
+
+    def cost(self, prices: Prices) -> float:
+        return prices.cost(self.paid_prompt_tokens, self.paid_completion_tokens)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -55,25 +74,35 @@ class Tally:
             "windows_reused": self.reused,
             "windows_repaired": self.repaired,
             "repair_rate": self.repaired / self.windows if self.windows else 0.0,
-            "repairs": {name: self.repairs.get(name, 0) for name in (*REPAIRS, "prompt_overflow")},
+            "repairs": {name: self.repairs.get(name, 0) for name in (*REPAIRS, REASONING_CUT_OFF, "prompt_overflow")},
             "ids_missing": self.ids_missing,
             "ids_repeated": self.ids_repeated,
             "ids_out_of_range": self.ids_out_of_range,
             "windows_with_shrunk_passages": self.shrunk,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "context_length_retries": self.context_retries,
             "windows_submitted_early": self.early,
             "early_windows_redone": self.early_redone,
         }
 
 
 def run_stats(
-    tally: Tally, queries: int, candidates: int, seconds: float, load_seconds: float, provenance: dict[str, Any]
+    tally: Tally,
+    queries: int,
+    candidates: int,
+    seconds: float,
+    load_seconds: float,
+    provenance: dict[str, Any],
+    prices: Prices | None = None,
 ) -> dict[str, Any]:
-    """The stats JSON of a run: its size, the tally, the time (`seconds` without the model's
-    loading, `model_load_seconds`), the throughput of the windows the model answered
-    (`windows_per_second`: none resumed from the log or reused), and provenance."""
+    """The stats JSON of a run: its size, the tally, the cost (with prices), the time (`seconds`
+    without the model's loading, `model_load_seconds`), the throughput of the windows the model
+    answered (`windows_per_second`: none resumed from the log or reused), and provenance."""
     summary = tally.summary()
+    if prices is not None:
+        summary["cost"] = cost_record(tally, prices)
     new_windows = summary["windows"] - summary["windows_resumed_from_log"] - summary["windows_reused"]
     return {
         "queries": queries,
@@ -83,4 +112,15 @@ def run_stats(
         "seconds": round(seconds, 3),
         "windows_per_second": round(new_windows / seconds, 3) if seconds > 0 and new_windows else None,
         "provenance": provenance,
+    }
+
+
+def cost_record(tally: Tally, prices: Prices) -> dict[str, Any]:
+    """The stats' `cost`: the prices, the tokens they apply to, the total."""
+    return {
+        "price_in_per_million": prices.prompt,
+        "price_out_per_million": prices.completion,
+        "prompt_tokens": tally.paid_prompt_tokens,
+        "completion_tokens": tally.paid_completion_tokens,
+        "total": round(tally.cost(prices), 6),
     }

@@ -7,14 +7,13 @@ import csv
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from pipeline.crash_points import VARIABLE, crash_point_setting, wait_for_crash_point
 from pipeline.errors import InputError
 from pipeline.student.train import TrainConfig, lr_at, train
 from tests.conftest import REPO
@@ -139,29 +138,27 @@ def test_killed_run_resumes_onto_the_same_curve(minilm: Path, resume_dataset: Pa
     train(TrainConfig(out=straight, no_progress=True, **settings))
 
     killed = tmp_path / "killed"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(  # niced: on a busy machine the watching loop below gets the CPU first
-        ["nice", "-n", "10", sys.executable, "-m", "pipeline", *cli_args(settings, killed)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:  # kill -9 after step 3: the last checkpoint is step 2, metrics.csv already has step 3
-        deadline = time.monotonic() + 900  # start-up (torch, the encoder) on a slow machine
-        while time.monotonic() < deadline and proc.poll() is None:
-            if (killed / "metrics.csv").exists() and len(read_rows(killed / "metrics.csv")) >= 3:
-                break
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
+    marker = tmp_path / "stopped"  # the run stops itself once step 3's row is written, and is killed there
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", VARIABLE: crash_point_setting("train-step", 3, marker)}
+    stderr = tmp_path / "killed.stderr"
+    with open(stderr, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", *cli_args(settings, killed)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        assert wait_for_crash_point(marker, lambda: proc.poll() is None) == proc.pid
+    except RuntimeError as e:  # it ended before step 3: say why
+        raise AssertionError(stderr.read_text()[-2000:]) from e
     finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
-    steps_before_kill = len(read_rows(killed / "metrics.csv"))
-    assert 3 <= steps_before_kill < 6
-    assert (killed / "checkpoints" / "step-00000002" / "trainer.pt").exists()
+        proc.kill()  # SIGKILL: the crash under test
+        proc.wait(timeout=60)
+    # the last checkpoint is step 2; metrics.csv already has step 3
+    assert [r["step"] for r in read_rows(killed / "metrics.csv")] == ["1", "2", "3"]
+    assert [p.name for p in (killed / "checkpoints").iterdir()] == ["step-00000002"]
     assert not (killed / "model").exists()
 
     train(TrainConfig(out=killed, resume=True, no_progress=True, **settings))

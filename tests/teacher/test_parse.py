@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.teacher.parse import REPAIRS, parse_permutation, rank_by_logprobs, settled_head
+from pipeline.teacher.parse import (
+    REASONING_CUT_OFF,
+    REPAIRS,
+    parse_permutation,
+    parse_reply,
+    rank_by_logprobs,
+    settled_head,
+    split_reasoning,
+)
 
 from .test_reference_replay import load_logged_windows
 
@@ -167,3 +175,27 @@ def test_first_order_is_by_log_probability_then_window_order_and_missing_ones_ar
     assert parsed.order == [2, 0, 1, 3]  # C; A and B tie (window order); D has none; E, "[" are no ids
     assert parsed.repairs == ("missing",) and parsed.n_missing == 1
     assert rank_by_logprobs({"2": -1.0, "1": -3.0}, 2, "numbers") == parse_permutation("[2] > [1]", 2)
+
+
+def test_a_reasoning_reply_is_read_after_its_thoughts_only():
+    decoy = "<think>[3] looks best, then [1]: [3] > [1] > [2]</think>\n\n"
+    assert parse_reply(decoy + "[2] > [1] > [3]", 3) == parse_permutation("[2] > [1] > [3]", 3)
+    # ReasonRank's answer tags are its format, not text to repair
+    assert parse_reply(decoy + " <answer> [2] > [1] > [3] </answer>", 3).ok
+    assert not parse_reply(decoy + "The answer: [2] > [1] > [3]", 3).ok  # counted as wrong_format
+    # thoughts the server returned apart (reasoning_content) are never read
+    assert parse_reply("[2] > [1] > [3]", 3, reasoning="[3] > [1]").order == [1, 0, 2]
+    assert split_reasoning("[1]", reasoning="thoughts") == ("thoughts", "[1]")
+
+
+def test_a_reply_cut_off_inside_its_reasoning_keeps_the_order_and_is_counted():
+    cut_off = (
+        parse_reply("<think>[3] > [1] > [2] is what I", 3),  # never closed
+        parse_reply("[3] > [1] > [2] is what I", 3, opened=True),  # the prompt opened <think>
+        parse_reply("", 3, reasoning="[3] > [1] > [2] is what I"),  # thoughts apart, no answer
+    )
+    for parsed in cut_off:
+        assert parsed.order == [0, 1, 2] and parsed.repairs == ("missing", REASONING_CUT_OFF)
+        assert parsed.n_missing == 3
+    assert parse_reply("[3] > [1] > [2] is what I</think>[2] > [1] > [3]", 3, opened=True).order == [1, 0, 2]
+    assert settled_head("<think>[3] > [1] > [2]", 3, 2) is None  # nothing settles while thinking

@@ -3,23 +3,41 @@ costs nothing but time."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
-import time
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import ray
 
 from pipeline.cli import main
+from pipeline.crash_points import VARIABLE, crash_point_setting, wait_for_crash_point
 from tests.teacher.conftest import dl19_inputs, log_records
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+@contextmanager
+def ray_instance(env_vars: dict[str, str] | None = None) -> Iterator[None]:
+    """A local Ray instance of this test (2 CPUs); env_vars: set in its workers (the actors)."""
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": env_vars} if env_vars else None,
+    )
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture
+def local_ray() -> Iterator[None]:
+    with ray_instance():
+        yield
 
 
 def rerank(dl_store: Path, out: Path, backend: list[str], *extra: str) -> None:
@@ -77,9 +95,7 @@ def test_ray_blocks_equal_a_single_process_run(local_ray, dl_store: Path, rankvi
 
 @pytest.mark.timeout(1800)
 @pytest.mark.engine
-def test_killed_actor_is_retried_without_loss(local_ray, dl_store: Path, tiny_mistral: Path, tmp_path: Path):
-    import threading
-
+def test_killed_actor_is_retried_without_loss(dl_store: Path, tiny_mistral: Path, tmp_path: Path):
     import psutil
 
     backend = [
@@ -95,39 +111,49 @@ def test_killed_actor_is_retried_without_loss(local_ray, dl_store: Path, tiny_mi
         "4",
     ]
     rerank(dl_store, tmp_path / "single.run", backend)
-    killed, finished = [], threading.Event()
+    # the first actor to log its 3rd window (of its first block's 9) stops there; the others go on
+    marker = tmp_path / "stopped"
+    killed, not_ours, finished = [], [], threading.Event()
 
-    def kill_one_actor_mid_block() -> None:
-        while not finished.is_set() and not killed:  # no deadline: it looks until the run is over
-            logs = list((tmp_path / "ray.run.blocks").glob("*.log.jsonl"))
-            if any(1 <= len(p.read_bytes().splitlines()) < 9 for p in logs):
-                for proc in psutil.process_iter(["cmdline"]):  # Ray titles actor processes ray::MapWorker(...)
-                    if "MapWorker(MapBatches(BlockRunner))" in " ".join(proc.info["cmdline"] or []):
-                        os.kill(proc.pid, signal.SIGKILL)
-                        killed.append(proc.pid)
-                        return
-            time.sleep(0.05)
+    def kill_the_stopped_actor() -> None:
+        try:
+            pid = wait_for_crash_point(marker, lambda: not finished.is_set())
+        except RuntimeError:  # the run ended and no actor stopped: asserted below
+            return
+        # an actor of this run is under the raylet this process started: never kill another process
+        if os.getpid() in {p.pid for p in psutil.Process(pid).parents()}:
+            os.kill(pid, signal.SIGKILL)  # the crash under test
+            killed.append(pid)
+        else:
+            not_ours.append(pid)
+            os.kill(pid, signal.SIGCONT)  # let it go on: the run ends and the test fails below
 
-    killer = threading.Thread(target=kill_one_actor_mid_block)
-    killer.start()
-    try:
-        rerank(
-            dl_store,
-            tmp_path / "ray.run",
-            backend,
-            "--engine",
-            "ray",
-            "--ray-actors",
-            "2",
-            "--ray-cpus-per-actor",
-            "0.5",
-            "--block-size",
-            "1",
-        )
-    finally:
-        finished.set()
-        killer.join()
-    assert killed, "no actor was killed mid-block"
+    killer = threading.Thread(target=kill_the_stopped_actor)
+    with ray_instance({VARIABLE: crash_point_setting("reply-log", 3, marker)}):
+        killer.start()
+        try:
+            rerank(
+                dl_store,
+                tmp_path / "ray.run",
+                backend,
+                "--engine",
+                "ray",
+                "--ray-actors",
+                "2",
+                "--ray-cpus-per-actor",
+                "0.5",
+                "--block-size",
+                "1",
+            )
+        finally:
+            finished.set()
+            killer.join()
+    assert not not_ours, f"process {not_ours} stopped at this test's crash point but is not under its Ray"
+    assert len(killed) == 1, "no actor stopped at the crash point"
     assert (tmp_path / "ray.run").read_text() == (tmp_path / "single.run").read_text()
     keys = [(r["qid"], r["window"]) for r in log_records(tmp_path / "ray.run")]
     assert len(keys) == len(set(keys)) == 4 * 9
+    # the killed actor's block was retried from the 3 windows it had logged; the others ran once
+    blocks = sorted((tmp_path / "ray.run.blocks").glob("block-*.run.stats.json"))
+    resumed = [json.loads(p.read_text())["windows_resumed_from_log"] for p in blocks]
+    assert sorted(resumed) == [0, 0, 0, 3]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from pipeline.crash_points import VARIABLE, crash_point_setting, wait_for_crash_point
 from pipeline.teacher.reply_log import read_reply_log
 from tests.teacher.conftest import dl19_inputs
 
@@ -51,23 +52,21 @@ def test_kill_and_resume_gives_identical_output(dl_store: Path, tiny_mistral: Pa
 
     crashed = tmp_path / "crashed" / "teacher.run"
     log_path = crashed.with_name("teacher.run.log.jsonl")
-    proc = subprocess.Popen(  # niced: on a busy machine the watching loop below gets the CPU first
-        ["nice", "-n", "10", *teacher_command(dl_store, tiny_mistral, crashed, n_queries)],
+    marker = tmp_path / "stopped"  # the run stops itself after its 10th window of 36, and is killed there
+    env = {**os.environ, VARIABLE: crash_point_setting("reply-log", 10, marker)}
+    proc = subprocess.Popen(
+        teacher_command(dl_store, tiny_mistral, crashed, n_queries),
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    try:  # kill -9 after 10 windows: 26 windows before the run would end on its own
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and proc.poll() is None:
-            if log_path.exists() and log_path.read_bytes().count(b"\n") >= 10:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the run finished before it could be killed"
+    try:
+        assert wait_for_crash_point(marker, lambda: proc.poll() is None) == proc.pid
     finally:
         proc.kill()  # SIGKILL: the crash under test
         proc.wait(timeout=60)
     logged = len(list(read_reply_log(log_path)))
-    assert 10 <= logged < 9 * n_queries and not crashed.exists()
+    assert logged == 10 and not crashed.exists()
     # a write cut short by the crash leaves a partial last line: it must be dropped
     with open(log_path, "a") as f:
         f.write('{"qid": "partial", "wind')

@@ -1,6 +1,7 @@
 """Teacher backends: thin adapters behind one small interface.
 
-A backend takes rendered prompts and returns replies, in whatever order they complete:
+A backend takes rendered prompts (or, for a chat server, the messages) and returns replies,
+in whatever order they complete:
 
     submit(request)  queue one window's prompt
     poll()           block until at least one submitted request has completed, or has
@@ -23,7 +24,9 @@ reply carries the log-probabilities of the window's identifiers as that token
 server those among the top log-probabilities it returns (it must return some).
 
     vllm            vLLM's offline engine in-process (`--model`: a local folder or hub id)
-    openai          any OpenAI-compatible completions server (`--base-url`)
+    openai          any OpenAI-compatible server (`--base-url`): `/chat/completions` with the
+                    window's messages (no tokenizer: hosted models), or `/completions` with
+                    the rendered prompt (`--tokenizer`: exactly the tokens the others see)
     transformers    batched `generate` (no vLLM needed)
     replay:LOG      replies from an earlier reply log, no model (pipeline.teacher.reuse)
 """
@@ -48,6 +51,7 @@ class Request:
     # FIRST: generate one token and return these identifiers' log-probabilities as that token
     identifiers: tuple[str, ...] = ()
     identifier_ids: tuple[int, ...] = ()  # their token ids (after the prompt's closing "[")
+    messages: tuple[dict[str, str], ...] = ()  # the chat messages the prompt renders (chat servers send these)
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,14 @@ class Reply:
     finished: bool = True  # False: the text so far of a request still generating
     reused_from: str | None = None  # the reply log it was taken from, when no model was called
     logprobs: dict[str, float] | None = None  # FIRST: identifier -> log-probability as the first token
+    # A reasoning model's thoughts when the server returns them apart from the text
+    # (`reasoning_content` / `reasoning`); thoughts inside the text (`<think>...</think>`) stay there.
+    reasoning: str | None = None
+    reasoning_tokens: int | None = None  # as the server counted them (usage), when it did
+    prompt_tokens: int | None = None  # as the server counted them (usage): a chat prompt has no local count
+    # The server refused the prompt as longer than the model's context (its message): the
+    # driver shrinks the window's passages and asks again (pipeline.teacher.context_retry).
+    context_error: str | None = None
 
 
 class Backend(Protocol):
