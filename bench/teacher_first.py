@@ -36,6 +36,7 @@ PATHS = ("full generation", "FIRST (one token)")
 
 
 def main() -> None:
+    from pipeline.infra.versions import TEACHER_PACKAGES, versions
     from pipeline.ingest import ingest_candidates
     from pipeline.io.corpus import CorpusStore
     from pipeline.io.queries import read_queries
@@ -47,7 +48,6 @@ def main() -> None:
     from pipeline.teacher.reply_log import read_reply_log
     from pipeline.teacher.rerank import Teacher
     from pipeline.teacher.settings import TeacherSettings
-    from pipeline.versions import TEACHER_PACKAGES, versions
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--queries", type=int, default=43)

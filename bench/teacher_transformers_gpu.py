@@ -124,6 +124,7 @@ def main() -> int:
     import transformers
     from transformers import AutoTokenizer
 
+    from pipeline.infra.versions import TEACHER_PACKAGES, versions
     from pipeline.io.corpus import CorpusStore
     from pipeline.io.queries import read_queries
     from pipeline.io.trec import ranked_lists, read_trec_run
@@ -134,7 +135,6 @@ def main() -> int:
     from pipeline.teacher.rerank import Teacher
     from pipeline.teacher.settings import TeacherSettings
     from pipeline.teacher.windows import sliding_windows
-    from pipeline.versions import TEACHER_PACKAGES, versions
 
     device = torch.device(args.device)
     smoke = device.type == "cpu"

@@ -56,6 +56,7 @@ def main() -> None:
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
+    from pipeline.infra.versions import TEACHER_PACKAGES, versions
     from pipeline.ingest import ingest_candidates
     from pipeline.io.corpus import CorpusStore
     from pipeline.io.queries import read_queries
@@ -67,7 +68,6 @@ def main() -> None:
     from pipeline.teacher.reply_log import read_reply_log
     from pipeline.teacher.rerank import Teacher
     from pipeline.teacher.settings import TeacherSettings
-    from pipeline.versions import TEACHER_PACKAGES, versions
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--queries", type=int, default=43)

@@ -12,10 +12,10 @@ import os
 import sys
 
 from pipeline import __version__, data_fetch, evaluate, ingest, offline_models, report, rerank
-from pipeline.errors import InputError, OutOfSpace, ServiceError
+from pipeline.infra.errors import InputError, OutOfSpace, ServiceError
+from pipeline.infra.watchdog import StallError
 from pipeline.student import train as student_train
 from pipeline.study import command as study_command
-from pipeline.watchdog import StallError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the output's reader stopped early (`| head`): not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except StallError as e:  # a library call that stopped making progress (pipeline/watchdog.py)
+    except StallError as e:  # a library call that stopped making progress (pipeline/infra/watchdog.py)
         print(f"distillm {args.command}: error: {e}", file=sys.stderr)
         return 1
     except (ServiceError, OutOfSpace) as e:  # a server that refuses, a full disk: one line says what to do

@@ -9,7 +9,7 @@ read: its place under the data root (`data/trec-dl/...`, `data/scifact/...`,
    file with the right sha256: nothing is downloaded (CI machines);
 2. otherwise fills a cache outside the repository (`--cache`, `$DISTILLM_DATA_CACHE`, default
    `~/.cache/distillm/data`): files there with the right sha256 are kept, missing or corrupt ones
-   are downloaded (resumable and checked, `pipeline/download.py`);
+   are downloaded (resumable and checked, `pipeline/infra/download.py`);
 3. points the symbolic link `data/shared` in the checkout at that root, so that the tests and
    `dvc repro` read `data/shared/data/...` and `data/shared/reference/...` on every machine.
 
@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
-from pipeline.download import download, sha256_of
-from pipeline.errors import InputError
+from pipeline.infra.checksums import file_digest
+from pipeline.infra.download import download
+from pipeline.infra.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def root_problems(root: Path, files: list[DataFile]) -> list[str]:
             problems.append(f"{f.path}: missing")
         elif path.stat().st_size != f.size:
             problems.append(f"{f.path}: {path.stat().st_size} bytes, expected {f.size}")
-        elif sha256_of(path) != f.sha256:
+        elif file_digest(path) != f.sha256:
             problems.append(f"{f.path}: sha256 differs from the manifest")
     return problems
 
@@ -127,7 +128,7 @@ def fill_cache(
         for f in files:
             dest = cache / f.path
             if dest.is_file():
-                if dest.stat().st_size == f.size and sha256_of(dest) == f.sha256:
+                if dest.stat().st_size == f.size and file_digest(dest) == f.sha256:
                     continue
                 log.warning("%s: not the expected bytes (size or sha256), fetching it again", dest)
                 dest.unlink()

@@ -22,7 +22,7 @@ from pathlib import Path
 import ir_measures
 import pandas as pd
 
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 from pipeline.io.sources import load_qrels
 from pipeline.io.trec import read_trec_run
 from pipeline.significance import CORRECTIONS, Comparison, compare, format_p

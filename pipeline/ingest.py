@@ -27,7 +27,7 @@ import logging
 import random
 from pathlib import Path
 
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 from pipeline.io.candidates import read_candidates
 from pipeline.io.corpus import CorpusStore, build_corpus_store
 from pipeline.io.queries import read_queries, write_queries

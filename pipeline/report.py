@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 from pipeline.io.trec import ranked_lists, read_trec_run
 
 log = logging.getLogger(__name__)

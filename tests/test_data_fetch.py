@@ -20,8 +20,8 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.data_fetch import DataFile, data_root, fetch, load_manifest, root_problems
-from pipeline.download import sha256_of
-from pipeline.errors import InputError
+from pipeline.infra.checksums import file_digest as sha256_of
+from pipeline.infra.errors import InputError
 from tests.conftest import REPO, SHARED_DATA
 from tests.data_mirror import Mirror, serve, url_path
 

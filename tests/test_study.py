@@ -20,8 +20,8 @@ import pytest
 import yaml
 from scipy.special import betainc
 
-from pipeline.errors import InputError
 from pipeline.evaluate import evaluate
+from pipeline.infra.errors import InputError
 from pipeline.io.sources import load_qrels
 from pipeline.io.trec import read_trec_run
 from pipeline.study.spec import collect_runs, load_spec, prepare

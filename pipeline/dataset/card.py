@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.dataset import dataset_schema
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 
 CITATION = """@inproceedings{schlatt:2025,
   author    = {Ferdinand Schlatt and Maik Fr{\\"o}be and Harrisen Scells and Shengyao Zhuang and

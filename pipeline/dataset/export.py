@@ -42,7 +42,7 @@ import pyarrow as pa
 
 from pipeline import __version__
 from pipeline.dataset import DATASET_FORMAT, METADATA_KEY, SHARD_PATTERN, dataset_schema
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 
 log = logging.getLogger(__name__)
 _CHUNK_ROWS = 65_536  # rows per Parquet row group: bounds the passage text held at once (= rows.CHUNK_ROWS)

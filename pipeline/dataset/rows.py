@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 from pipeline.io.run_stream import QueryRun, iter_run, read_query
 
 CHUNK_ROWS = 65_536  # rows per Arrow batch and per Parquet row group

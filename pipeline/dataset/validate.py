@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.dataset import METADATA_KEY, dataset_schema
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import logging
 import os
 import re
@@ -39,8 +38,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pipeline.errors import InputError
-from pipeline.retry_after import retry_after_seconds
+from pipeline.infra.checksums import file_digest
+from pipeline.infra.errors import InputError
+from pipeline.infra.retry_after import retry_after_seconds
 
 log = logging.getLogger(__name__)
 SANDBOX, PRODUCTION = "https://sandbox.zenodo.org", "https://zenodo.org"
@@ -138,11 +138,6 @@ def _message(response) -> str:
     return f"{body.get('message', '')}{f' ({details})' if details else ''}"[:500]
 
 
-def file_digest(path: Path, name: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, name).hexdigest()
-
-
 def build_archive(dataset: Path, name: str, version: str, dist: Path) -> tuple[Path, Path]:
     """`NAME-V.tar.gz` of every file in dataset (under NAME-V/, reproducible bytes) and its MANIFEST.sha256."""
     import gzip
@@ -164,8 +159,8 @@ def build_archive(dataset: Path, name: str, version: str, dist: Path) -> tuple[P
             info.mtime, info.uid, info.gid, info.uname, info.gname, info.mode = 0, 0, 0, "", "", 0o644
             with open(path, "rb") as f:
                 tar.addfile(info, f)
-            lines.append(f"{file_digest(path, 'sha256')}  {arcname}\n")
-    manifest.write_text(f"{file_digest(archive, 'sha256')}  {archive.name}\n" + "".join(lines))
+            lines.append(f"{file_digest(path)}  {arcname}\n")
+    manifest.write_text(f"{file_digest(archive)}  {archive.name}\n" + "".join(lines))
     return archive, manifest
 
 
@@ -339,7 +334,7 @@ def _download_and_verify(client: Zenodo, record: str, entries: list[dict[str, An
         tar.extractall(work / "unpacked", filter="data")  # "data": no absolute paths, links or devices
     for rel, digest in expected.items():
         path = work / (rel if rel in archives else f"unpacked/{rel}")
-        if not path.is_file() or file_digest(path, "sha256") != digest:
+        if not path.is_file() or file_digest(path) != digest:
             raise ZenodoError(f"{rel}: missing or its sha256 differs from MANIFEST.sha256")
     if sum(1 for p in (work / "unpacked").rglob("*") if p.is_file()) != len(expected) - 1:
         raise ZenodoError("the archive holds files that MANIFEST.sha256 does not list")

@@ -15,7 +15,7 @@ into place; `DIR/distillm.json` records where it came from.
 
 colbert-ai 0.2.22 needs two fixes to run beside vLLM (transformers 5, its CPU extensions):
 `colbert_ai.py`. Checkpoints are resolved and checked in `colbert_checkpoint.py`. Indexing
-and search run under `pipeline.watchdog`: if the process and its children (the C++
+and search run under `pipeline.infra.watchdog`: if the process and its children (the C++
 compiler) use almost no CPU for `--stall-timeout` seconds, the call fails with StallError
 naming where it is stuck instead of hanging.
 
@@ -43,7 +43,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import InputError
 from pipeline.first_stage.colbert_ai import (
     compile_extensions,
     encode_each_passage_once,
@@ -53,9 +52,10 @@ from pipeline.first_stage.colbert_ai import (
 )
 from pipeline.first_stage.colbert_checkpoint import check_checkpoint_loads, resolve_checkpoint
 from pipeline.first_stage.runs import retrieve_to_files
+from pipeline.infra.errors import InputError
+from pipeline.infra.watchdog import STALL_SECONDS, run_with_watchdog
 from pipeline.io.corpus import CorpusStore
 from pipeline.io.trec import run_frame
-from pipeline.watchdog import STALL_SECONDS, run_with_watchdog
 
 log = logging.getLogger(__name__)
 

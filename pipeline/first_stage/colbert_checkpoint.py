@@ -23,7 +23,6 @@ colbert-ir/colbertv2.0 for that).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -31,8 +30,9 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
-from pipeline.errors import InputError
 from pipeline.first_stage import colbert_ai  # noqa: F401  (the transformers-5 fix, before colbert-ai loads)
+from pipeline.infra.checksums import file_digest
+from pipeline.infra.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +83,8 @@ def resolve_checkpoint(checkpoint: str | Path) -> tuple[Path, dict]:
     if not (path / "artifact.metadata").exists():
         log.warning("%s has no artifact.metadata: colbert-ai uses its default settings (dim 128)", path)
     info["checkpoint_path"] = str(path.resolve())
-    info["weights_sha256"] = _sha256(weights)
+    info["weights_sha256"] = file_digest(weights)
     return path.resolve(), info
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_checkpoint_loads(path: Path, config=None):

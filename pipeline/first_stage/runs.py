@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 
 log = logging.getLogger(__name__)
 

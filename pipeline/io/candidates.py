@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 from pipeline.schemas import RUN_COLUMNS, Passage
 
 

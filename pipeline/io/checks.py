@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 from pipeline.io.corpus import CorpusStore
 from pipeline.io.sources import load_queries
 from pipeline.io.trec import ranked_lists, read_trec_run

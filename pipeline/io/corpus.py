@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 from pipeline.io.lines import iter_lines
 from pipeline.schemas import CORPUS_SCHEMA, CORPUS_STORE_FORMAT, Passage
 

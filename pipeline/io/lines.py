@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 
 
 def open_binary(path: str | Path) -> IO[bytes]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 from pipeline.io.lines import iter_lines
 
 _QID_KEYS = ("qid", "query_id", "_id", "id")

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from pipeline.errors import InputError, naming_the_file
+from pipeline.infra.errors import InputError, naming_the_file
 from pipeline.io.corpus import CorpusStore
 from pipeline.io.run_stream import NotGrouped, QueryRun, iter_run
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from pipeline.errors import InputError, naming_the_file
+from pipeline.infra.errors import InputError, naming_the_file
 from pipeline.io.lines import open_binary
 from pipeline.io.trec import parse_run_line
 

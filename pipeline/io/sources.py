@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 from pipeline.io.corpus import iter_passages
 from pipeline.io.queries import read_queries
 from pipeline.io.trec import read_qrels

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 from pipeline.io.lines import iter_lines
 from pipeline.schemas import QRELS_COLUMNS, RUN_COLUMNS
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 from pipeline.io.checks import check_run_references
 from pipeline.io.corpus import CorpusStore
 from pipeline.io.sources import load_qrels, load_queries

@@ -195,9 +195,9 @@ def write_student_run(
     the run, queries and corpus they came from. What `distillm rerank --backend cross-encoder` and
     `distillm train --rerank-run` write.
     """
+    from pipeline.infra.versions import STUDENT_PACKAGES, versions
     from pipeline.io.trec import write_trec_run
     from pipeline.student.checkpoint import read_provenance
-    from pipeline.versions import STUDENT_PACKAGES, versions
 
     started_at = time.time()
     run, lists, queries, corpus = inputs

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 
 _QID = ("qid", "query_id")
 _DOC = ("doc_id", "docno", "docid")

@@ -45,9 +45,9 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.crash_points import crash_point
-from pipeline.errors import InputError
-from pipeline.versions import STUDENT_PACKAGES, versions
+from pipeline.infra.crash_points import crash_point
+from pipeline.infra.errors import InputError
+from pipeline.infra.versions import STUDENT_PACKAGES, versions
 
 log = logging.getLogger(__name__)
 
@@ -336,7 +336,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         pairs = sum(len(t.doc_ids) for t in batch)
         pairs_per_second = pairs / (time.perf_counter() - started)
         metrics_log.write(step=step, loss=loss_value, lr=lr, pairs_per_second=pairs_per_second)
-        crash_point("train-step")  # tests of resumption stop the run here (pipeline.crash_points)
+        crash_point("train-step")  # tests of resumption stop the run here (pipeline.infra.crash_points)
         bar.update()
         bar.set_postfix(loss=f"{loss_value:.4f}", pairs_s=f"{pairs_per_second:.0f}")
         # --- evaluation

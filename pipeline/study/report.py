@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.errors import InputError
 from pipeline.evaluate import evaluate
+from pipeline.infra.errors import InputError
 from pipeline.io.sources import load_qrels
 from pipeline.io.trec import read_trec_run
 from pipeline.significance import adjust, compare

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 from pipeline.io.sources import load_qrels
 
 log = logging.getLogger(__name__)

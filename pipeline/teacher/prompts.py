@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ftfy import fix_text
 
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 from pipeline.teacher.identifiers import SCHEMES, identifier
 
 Messages = list[dict[str, str]]

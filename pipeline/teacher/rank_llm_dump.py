@@ -25,14 +25,14 @@ silently wrong ranking. Queries of the run that the dump does not cover are an e
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import InputError
+from pipeline.infra.checksums import file_digest
+from pipeline.infra.errors import InputError
 from pipeline.teacher.prompts import PromptTemplate, build_messages
 from pipeline.teacher.windows import Window, apply_permutation, sliding_windows
 
@@ -182,7 +182,7 @@ def ingest_dump(
             "what is there)",
         )
     tmp.replace(out)
-    sidecar = {**settings, "source": {"dump": str(dump), "sha256": _sha256(dump), "records": len(records)}}
+    sidecar = {**settings, "source": {"dump": str(dump), "sha256": file_digest(dump), "records": len(records)}}
     out.with_name(out.name + ".settings.json").write_text(json.dumps(sidecar, indent=2) + "\n")
     counts = {
         "records": len(records),
@@ -235,14 +235,6 @@ def _no_match_message(record: DumpRecord, states: list[_Query], previous: int, e
         f"expected query {state.qid!r} window {state.done}; first difference at character {at} of the user "
         f"message: ours {ours[max(0, at - 30) : at + 40]!r} vs recorded {theirs[max(0, at - 30) : at + 40]!r}"
     )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def ingest_files(

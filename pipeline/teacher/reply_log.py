@@ -31,8 +31,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline.crash_points import crash_point
-from pipeline.errors import InputError, naming_the_file
+from pipeline.infra.crash_points import crash_point
+from pipeline.infra.errors import InputError, naming_the_file
 
 try:
     import orjson
@@ -140,7 +140,7 @@ class ReplyLogWriter:
             if time.monotonic() - self._synced >= self.fsync_seconds:
                 os.fsync(self._fd)
                 self._synced = time.monotonic()
-        crash_point("reply-log")  # tests of resumption stop the run here (pipeline.crash_points)
+        crash_point("reply-log")  # tests of resumption stop the run here (pipeline.infra.crash_points)
 
     def close(self) -> None:
         if self._fd is None:

@@ -43,7 +43,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 from pipeline.io.corpus import CorpusStore
 from pipeline.teacher.backends import Backend, Reply, Request
 from pipeline.teacher.context_retry import shrunk_words

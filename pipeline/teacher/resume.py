@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import naming_the_file
+from pipeline.infra.errors import naming_the_file
 from pipeline.teacher.query_state import QueryState
 from pipeline.teacher.reply_log import load_record, reply_log_records
 from pipeline.teacher.reuse import read_settings_sidecar

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 from pipeline.teacher.backends import Backend, Reply, Request
 from pipeline.teacher.reply_log import load_record, reply_log_records
 

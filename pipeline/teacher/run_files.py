@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import naming_the_file
+from pipeline.infra.errors import naming_the_file
+from pipeline.infra.versions import TEACHER_PACKAGES, versions
 from pipeline.io.run_lists import RunLists
 from pipeline.io.run_stream import RunWriter
 from pipeline.teacher.backends import open_backend, streams_partial_replies
@@ -24,7 +25,6 @@ from pipeline.teacher.rerank import Teacher
 from pipeline.teacher.reuse import ReplyIndex, ReusingBackend, generation_settings
 from pipeline.teacher.settings import settings_record
 from pipeline.teacher.stats import run_stats
-from pipeline.versions import TEACHER_PACKAGES, versions
 
 
 def open_teacher_backend(

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 from pipeline.io.run_stream import NotGrouped, RunWriter, iter_run, read_query
 from pipeline.io.trec import ranked_lists, read_trec_run
 from pipeline.teacher.reply_log import reply_log_records

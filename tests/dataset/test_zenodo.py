@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.cli import build_parser, main
 from pipeline.dataset import zenodo
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 from tests.dataset.zenodo_server import FakeZenodo
 
 TOKEN = "zen-TEST-7c1d9f3a5b2e4d6f8a0b"

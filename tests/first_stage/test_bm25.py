@@ -22,10 +22,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.errors import InputError
 from pipeline.evaluate import evaluate
 from pipeline.first_stage import bm25
 from pipeline.first_stage.runs import stats_path
+from pipeline.infra.errors import InputError
 from pipeline.io.queries import read_queries
 from pipeline.io.trec import ranked_lists, read_qrels, read_trec_run, write_trec_run
 

@@ -22,10 +22,10 @@ import pandas as pd
 import pytest
 
 from pipeline.cli import main
-from pipeline.errors import InputError
 from pipeline.first_stage import colbert, colbert_ai
 from pipeline.first_stage.colbert_checkpoint import build_minilm_colbert_checkpoint
 from pipeline.first_stage.runs import stats_path
+from pipeline.infra.errors import InputError
 from pipeline.io.corpus import CorpusStore
 from pipeline.io.trec import ranked_lists, read_qrels, read_trec_run, write_trec_run
 

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 from pipeline.io.candidates import read_candidates
 from pipeline.io.trec import ranked_lists, read_trec_run
 

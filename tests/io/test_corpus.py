@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 from pipeline.io.candidates import read_candidates
 from pipeline.io.checks import check_run_references
 from pipeline.io.corpus import CorpusStore, UnknownDocError, build_corpus_store, iter_passages

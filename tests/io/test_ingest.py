@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 from pipeline.ingest import ingest_candidates, sample_queries
 from pipeline.io.corpus import CorpusStore
 from pipeline.io.queries import read_queries

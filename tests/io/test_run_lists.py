@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 from pipeline.io.checks import read_rerank_inputs
 from pipeline.io.run_lists import read_rerank_lists
 from pipeline.io.trec import ranked_lists, read_trec_run

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 from pipeline.io.run_stream import NotGrouped, RunWriter, iter_run, read_query
 from pipeline.io.trec import ranked_lists, read_trec_run, run_from_lists, write_trec_run
 

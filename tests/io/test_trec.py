@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 from pipeline.io.trec import ranked_lists, read_qrels, read_trec_run, run_from_lists, write_trec_run
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from pipeline.cli import main
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 
 NAME = "__stand-in-bm25-6-sampled-100__msmarco-passage-trec-dl-2019-judged"  # Rank-DistiLLM's naming
 

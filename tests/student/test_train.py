@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.crash_points import VARIABLE, crash_point_setting, wait_for_crash_point
-from pipeline.errors import InputError
+from pipeline.infra.crash_points import VARIABLE, crash_point_setting, wait_for_crash_point
+from pipeline.infra.errors import InputError
 from pipeline.student.train import TrainConfig, lr_at, train
 from tests.conftest import REPO
 from tests.student.conftest import FAST, TRAIN_QIDS, stand_in_teacher, write_teacher_dataset

@@ -208,7 +208,7 @@ def test_openai_backend_waits_until_the_http_date_retry_after_names():
 def test_retry_after_is_capped_and_unreadable_values_fall_back_to_backoff():
     from email.utils import formatdate
 
-    from pipeline.retry_after import retry_after_seconds
+    from pipeline.infra.retry_after import retry_after_seconds
 
     assert retry_after_seconds("3600", cap=300.0) == 300.0
     assert retry_after_seconds("-4", cap=300.0) == 0.0

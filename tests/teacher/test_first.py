@@ -14,7 +14,7 @@ from typing import ClassVar
 import pytest
 
 from pipeline.cli import main
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 from pipeline.teacher.backends import Request
 from pipeline.teacher.backends.openai_server import OpenAIBackend
 from pipeline.teacher.backends.replay import ReplayBackend

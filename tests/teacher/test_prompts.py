@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 from pipeline.teacher.prompts import (
     PromptOverflow,
     build_messages,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 from pipeline.io.trec import ranked_lists, read_trec_run
 from pipeline.teacher.rank_llm_dump import ingest_files, read_rank_llm_dump
 from tests.conftest import SHARED_DATA

@@ -15,7 +15,7 @@ import pytest
 import ray
 
 from pipeline.cli import main
-from pipeline.crash_points import VARIABLE, crash_point_setting, wait_for_crash_point
+from pipeline.infra.crash_points import VARIABLE, crash_point_setting, wait_for_crash_point
 from tests.teacher.conftest import dl19_inputs, log_records
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 from pipeline.teacher.reply_log import ReplyLogWriter, read_reply_log
 from tests.teacher.conftest import dl19_inputs
 

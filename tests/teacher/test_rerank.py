@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 from pipeline.teacher.backends.replay import ReplayBackend
 from pipeline.teacher.prompts import load_prompt
 from pipeline.teacher.reply_log import read_reply_log

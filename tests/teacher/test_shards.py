@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 from pipeline.teacher.shards import merge_shards, parse_shard
 from tests.teacher.conftest import dl19_inputs, log_records
 

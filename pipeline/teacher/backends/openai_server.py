@@ -39,8 +39,8 @@ import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
-from pipeline.errors import ServiceError
-from pipeline.retry_after import retry_after_seconds
+from pipeline.infra.errors import ServiceError
+from pipeline.infra.retry_after import retry_after_seconds
 from pipeline.teacher.backends import Reply, Request
 
 # httpx logs every request at INFO and openai its options at DEBUG: neither belongs in a

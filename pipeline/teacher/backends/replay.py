@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import InputError
+from pipeline.infra.errors import InputError
 from pipeline.teacher.backends import Request
 from pipeline.teacher.reply_log import reply_log_records
 from pipeline.teacher.reuse import ReplyIndex, ReusingBackend, logged_reply, read_settings_sidecar

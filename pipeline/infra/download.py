@@ -10,7 +10,6 @@ DEST. Every failure is an InputError naming the file and the URL.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import time
@@ -20,7 +19,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline.errors import InputError
+from pipeline.infra.checksums import file_digest
+from pipeline.infra.errors import InputError
 
 CHUNK = 1 << 16
 RETRIED_HTTP_STATUSES = {408, 429, 500, 502, 503, 504}
@@ -28,14 +28,6 @@ RETRIED_HTTP_STATUSES = {408, 429, 500, 502, 503, 504}
 
 class _Retry(Exception):
     """A failure worth another attempt (the transfer resumes from what the .part holds)."""
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def download(
@@ -61,7 +53,7 @@ def download(
         if fresh_start:  # the resumed bytes may be what was wrong: once more from the first byte
             part.unlink(missing_ok=True)
         resumed = _transfer(url, part, size, name, retries, backoff, timeout, progress)
-        got_size, got_sha = part.stat().st_size, sha256_of(part)
+        got_size, got_sha = part.stat().st_size, file_digest(part)
         if got_size == size and got_sha == sha256:
             os.replace(part, dest)
             return

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.crash_points import VARIABLE, crash_point_setting, wait_for_crash_point
+from pipeline.infra.crash_points import VARIABLE, crash_point_setting, wait_for_crash_point
 
 # passes "step" 3 times, "other" once, printing after each pass of "step"
 PASSES = """
-from pipeline.crash_points import crash_point
+from pipeline.infra.crash_points import crash_point
 for n in range(1, 4):
     crash_point("other")
     crash_point("step")

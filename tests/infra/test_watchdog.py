@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import watchdog
-from pipeline.watchdog import StallError, run_with_watchdog
+from pipeline.infra import watchdog
+from pipeline.infra.watchdog import StallError, run_with_watchdog
 
 STUCK = r"a stuck call made no progress for \d+ s.*distillm a stuck call in wait \("
 
