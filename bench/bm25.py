@@ -23,11 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from pipeline.contract.queries import read_queries
 from pipeline.data_fetch import data_root
 from pipeline.first_stage import bm25
 from pipeline.first_stage.java import runtime_versions, start_jvm
 from pipeline.ingest import ingest_candidates
-from pipeline.io.queries import read_queries
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -71,13 +71,14 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    from pipeline.contract.corpus import CorpusStore, build_corpus_store
+    from pipeline.contract.qrels import read_qrels
+    from pipeline.contract.queries import read_queries
+    from pipeline.contract.run import ranked_lists, read_trec_run
     from pipeline.evaluate import evaluate
     from pipeline.first_stage import colbert, colbert_ai
     from pipeline.first_stage.colbert_checkpoint import build_minilm_colbert_checkpoint
     from pipeline.ingest import ingest_candidates
-    from pipeline.io.corpus import CorpusStore, build_corpus_store
-    from pipeline.io.queries import read_queries
-    from pipeline.io.trec import ranked_lists, read_qrels, read_trec_run
 
     queries: dict[str, str] = {}
     for topics in TOPICS.values():
@@ -224,8 +225,8 @@ def reference_search(
     from colbert.data import Collection
     from colbert.infra import ColBERTConfig, Run, RunConfig
 
+    from pipeline.contract.run import ranked_lists
     from pipeline.first_stage import colbert
-    from pipeline.io.trec import ranked_lists
 
     config = ColBERTConfig(
         ncells=colbert.NCELLS, centroid_score_threshold=colbert.CENTROID_SCORE_THRESHOLD, ndocs=colbert.NDOCS
@@ -257,8 +258,8 @@ def reference_indexing(corpus: Path, checkpoint: Path, ours: Path, tmp: Path) ->
     from colbert import Indexer
     from colbert.infra import ColBERTConfig, Run, RunConfig
 
+    from pipeline.contract.corpus import CorpusStore
     from pipeline.first_stage import colbert
-    from pipeline.io.corpus import CorpusStore
 
     texts = list(colbert._StorePassages(CorpusStore(corpus)))
     config = ColBERTConfig(nbits=colbert.NBITS, doc_maxlen=colbert.DOC_MAXLEN, kmeans_niters=colbert.KMEANS_NITERS)

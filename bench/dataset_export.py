@@ -33,11 +33,10 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from pipeline.contract.corpus import Passage, build_corpus_store  # noqa: E402
+from pipeline.contract.queries import load_queries  # noqa: E402
+from pipeline.contract.run import read_trec_run, write_trec_run  # noqa: E402
 from pipeline.dataset.export import teacher_rows, write_shards  # noqa: E402
-from pipeline.io.corpus import build_corpus_store  # noqa: E402
-from pipeline.io.sources import load_queries  # noqa: E402
-from pipeline.io.trec import read_trec_run, write_trec_run  # noqa: E402
-from pipeline.schemas import Passage  # noqa: E402
 
 N_QUERIES, DEPTH, POOL, SEED = 10_000, 100, 200_000, 0
 # Runs a pipeline command; reports its wall time and peak RSS. VmHWM, not ru_maxrss: after

@@ -130,7 +130,7 @@ def evict_from_page_cache(*paths: Path) -> None:
 
 def dl_passages() -> list[str]:
     """The texts of the 9,658 distinct passages of the TREC DL 2019/2020 BM25 top-100s, in file order."""
-    from pipeline.io.candidates import read_candidates
+    from pipeline.contract.candidates import read_candidates
 
     texts: dict[str, str] = {}
     for name in ("retrieve_results_dl19.json", "retrieve_results_dl20.json"):

@@ -39,7 +39,7 @@ from scale_common import (
 
 _LOOKUP = """
 import numpy as np
-from pipeline.io.corpus import CorpusStore
+from pipeline.contract.corpus import CorpusStore
 store_dir, n_queries, depth, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 opened = time.perf_counter()
 store = CorpusStore(store_dir)

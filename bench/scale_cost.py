@@ -37,13 +37,13 @@ RESULTS = REPO / "bench" / "results"
 
 def measure_tokens(work: Path) -> dict:
     """Prompt tokens per window (mean, p95, max) and the permutation's tokens, on the DL top-100s."""
+    from pipeline.contract.corpus import CorpusStore
+    from pipeline.contract.queries import read_queries
+    from pipeline.contract.reply_log import read_reply_log
+    from pipeline.contract.run import ranked_lists, read_trec_run
     from pipeline.ingest import ingest_candidates
-    from pipeline.io.corpus import CorpusStore
-    from pipeline.io.queries import read_queries
-    from pipeline.io.trec import ranked_lists, read_trec_run
     from pipeline.offline_models import build_tiny_mistral
     from pipeline.teacher.prompts import load_prompt
-    from pipeline.teacher.reply_log import read_reply_log
     from pipeline.teacher.rerank import PromptRenderer, Teacher, TeacherSettings
 
     ingest_candidates([TREC_DL / "retrieve_results_dl19.json", TREC_DL / "retrieve_results_dl20.json"], work)

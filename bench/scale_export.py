@@ -38,7 +38,7 @@ DEPTH = 100
 
 
 def synthesise(work: Path, n_queries: int, store: Path, seed: int) -> dict[str, Path]:
-    from pipeline.io.corpus import CorpusStore
+    from pipeline.contract.corpus import CorpusStore
 
     passages = len(CorpusStore(store))
     texts = real_queries()

@@ -94,7 +94,7 @@ class InstantBackend:
 
 def instant_run(run: str, queries: str, corpus: str, out: str) -> dict:
     """One teacher run over `run` with the instant backend, as `distillm rerank` runs it."""
-    from pipeline.io.run_lists import read_rerank_lists
+    from pipeline.contract.rerank_inputs import read_rerank_lists
     from pipeline.teacher.prompts import load_prompt, passage_content
     from pipeline.teacher.render import PromptRenderer
     from pipeline.teacher.rerank import Teacher
@@ -146,7 +146,7 @@ print(json.dumps(instant_run(*sys.argv[1:])))
 
 def write_inputs(work: Path, n_queries: int, store: Path, seed: int) -> dict[str, Path]:
     """queries.tsv and the first-stage run (n_queries x DEPTH random passages of the store)."""
-    from pipeline.io.corpus import CorpusStore
+    from pipeline.contract.corpus import CorpusStore
 
     passages = len(CorpusStore(store))
     texts = real_queries()
@@ -163,8 +163,7 @@ def write_inputs(work: Path, n_queries: int, store: Path, seed: int) -> dict[str
 
 def build_store(work: Path, n: int, seed: int) -> Path:
     """A corpus store of n passages with ids 0..n-1 and texts drawn from the DL pool."""
-    from pipeline.io.corpus import build_corpus_store
-    from pipeline.schemas import Passage
+    from pipeline.contract.corpus import Passage, build_corpus_store
 
     store = work / f"store-{n}"
     if not (store / "store.json").exists():
@@ -197,7 +196,7 @@ def main() -> None:
     default_store = WORK / "corpus" / "store"
     store = args.corpus or (default_store if (default_store / "store.json").exists() else None)
     store = store or build_store(work, 200_000, args.seed)
-    from pipeline.io.corpus import CorpusStore
+    from pipeline.contract.corpus import CorpusStore
 
     results: dict = {"corpus_store": str(store), "corpus_passages": len(CorpusStore(store)), "instant": {}}
     print(f"corpus store {store}: {results['corpus_passages']:,} passages")

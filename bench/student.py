@@ -64,7 +64,7 @@ def fixed_batch(n: int, vocab: int, generator: torch.Generator) -> dict[str, tor
 def dl19_batches(model, n: int, count: int, by_length: bool) -> list[dict[str, torch.Tensor]]:
     """`count` batches of n real DL19 (query, BM25 candidate) pairs; by_length: sorted longest
     first as `pipeline.student.score` batches them, else in candidate-list order as training does."""
-    from pipeline.io.candidates import read_candidates
+    from pipeline.contract.candidates import read_candidates
 
     candidates = read_candidates(TREC_DL / "retrieve_results_dl19.json")
     lists = candidates.run.groupby("qid", sort=False)["doc_id"].agg(list)

@@ -36,16 +36,16 @@ PATHS = ("full generation", "FIRST (one token)")
 
 
 def main() -> None:
+    from pipeline.contract.corpus import CorpusStore
+    from pipeline.contract.queries import read_queries
+    from pipeline.contract.reply_log import read_reply_log
+    from pipeline.contract.run import ranked_lists, read_trec_run
     from pipeline.infra.versions import TEACHER_PACKAGES, versions
     from pipeline.ingest import ingest_candidates
-    from pipeline.io.corpus import CorpusStore
-    from pipeline.io.queries import read_queries
-    from pipeline.io.trec import ranked_lists, read_trec_run
     from pipeline.offline_models import build_tiny_mistral
     from pipeline.teacher.backends.vllm_engine import VLLMBackend
     from pipeline.teacher.prompts import load_prompt
     from pipeline.teacher.render import PromptRenderer
-    from pipeline.teacher.reply_log import read_reply_log
     from pipeline.teacher.rerank import Teacher
     from pipeline.teacher.settings import TeacherSettings
 

@@ -27,11 +27,12 @@ from pipeline.data_fetch import data_root  # noqa: E402  (data/shared, else ../s
 
 SHARED = Path(os.environ.get("DISTILLM_SHARED", data_root(REPO)))
 
+from pipeline.contract.corpus import CorpusStore  # noqa: E402
+from pipeline.contract.qrels import read_qrels  # noqa: E402
+from pipeline.contract.queries import read_queries  # noqa: E402
+from pipeline.contract.run import ranked_lists, read_trec_run, run_from_lists  # noqa: E402
 from pipeline.evaluate import evaluate  # noqa: E402
 from pipeline.ingest import ingest_candidates  # noqa: E402
-from pipeline.io.corpus import CorpusStore  # noqa: E402
-from pipeline.io.queries import read_queries  # noqa: E402
-from pipeline.io.trec import ranked_lists, read_qrels, read_trec_run, run_from_lists  # noqa: E402
 from pipeline.teacher.backends.replay import ReplayBackend  # noqa: E402
 from pipeline.teacher.prompts import load_prompt, passage_content  # noqa: E402
 from pipeline.teacher.rank_llm_dump import ingest_files  # noqa: E402

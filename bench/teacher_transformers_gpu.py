@@ -124,14 +124,14 @@ def main() -> int:
     import transformers
     from transformers import AutoTokenizer
 
+    from pipeline.contract.corpus import CorpusStore
+    from pipeline.contract.queries import read_queries
+    from pipeline.contract.reply_log import read_reply_log
+    from pipeline.contract.run import ranked_lists, read_trec_run
     from pipeline.infra.versions import TEACHER_PACKAGES, versions
-    from pipeline.io.corpus import CorpusStore
-    from pipeline.io.queries import read_queries
-    from pipeline.io.trec import ranked_lists, read_trec_run
     from pipeline.teacher.backends.hf_generate import TransformersBackend
     from pipeline.teacher.prompts import load_prompt
     from pipeline.teacher.render import PromptRenderer
-    from pipeline.teacher.reply_log import read_reply_log
     from pipeline.teacher.rerank import Teacher
     from pipeline.teacher.settings import TeacherSettings
     from pipeline.teacher.windows import sliding_windows

@@ -56,16 +56,16 @@ def main() -> None:
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
+    from pipeline.contract.corpus import CorpusStore
+    from pipeline.contract.queries import read_queries
+    from pipeline.contract.reply_log import read_reply_log
+    from pipeline.contract.run import ranked_lists, read_trec_run
     from pipeline.infra.versions import TEACHER_PACKAGES, versions
     from pipeline.ingest import ingest_candidates
-    from pipeline.io.corpus import CorpusStore
-    from pipeline.io.queries import read_queries
-    from pipeline.io.trec import ranked_lists, read_trec_run
     from pipeline.offline_models import build_tiny_mistral
     from pipeline.teacher.backends.vllm_engine import VLLMBackend
     from pipeline.teacher.prompts import fit_messages, load_prompt
     from pipeline.teacher.render import PromptRenderer, permutation_regex
-    from pipeline.teacher.reply_log import read_reply_log
     from pipeline.teacher.rerank import Teacher
     from pipeline.teacher.settings import TeacherSettings
 

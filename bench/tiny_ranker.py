@@ -31,10 +31,10 @@ def build_tiny_ranker(out: Path, shared: Path, steps: int = 300, seed: int = 0) 
     import torch
     from transformers import AutoModelForCausalLM
 
+    from pipeline.contract.corpus import CorpusStore
+    from pipeline.contract.queries import read_queries
+    from pipeline.contract.run import ranked_lists, read_trec_run
     from pipeline.ingest import ingest_candidates
-    from pipeline.io.corpus import CorpusStore
-    from pipeline.io.queries import read_queries
-    from pipeline.io.trec import ranked_lists, read_trec_run
     from pipeline.offline_models import build_tiny_mistral
     from pipeline.teacher.prompts import build_messages, load_prompt
     from pipeline.teacher.rerank import PromptRenderer

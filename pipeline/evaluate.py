@@ -22,9 +22,9 @@ from pathlib import Path
 import ir_measures
 import pandas as pd
 
+from pipeline.contract.qrels import load_qrels
+from pipeline.contract.run import read_trec_run
 from pipeline.infra.errors import InputError
-from pipeline.io.sources import load_qrels
-from pipeline.io.trec import read_trec_run
 from pipeline.significance import CORRECTIONS, Comparison, compare, format_p
 
 DEFAULT_MEASURES = ("nDCG@10",)

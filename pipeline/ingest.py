@@ -27,12 +27,12 @@ import logging
 import random
 from pathlib import Path
 
+from pipeline.contract.candidates import read_candidates
+from pipeline.contract.corpus import CorpusStore, build_corpus_store, load_passages
+from pipeline.contract.qrels import load_qrels, write_qrels
+from pipeline.contract.queries import load_queries, read_queries, write_queries
+from pipeline.contract.run import ranked_lists, read_trec_run, run_from_lists, write_trec_run
 from pipeline.infra.errors import InputError
-from pipeline.io.candidates import read_candidates
-from pipeline.io.corpus import CorpusStore, build_corpus_store
-from pipeline.io.queries import read_queries, write_queries
-from pipeline.io.sources import load_passages, load_qrels, load_queries
-from pipeline.io.trec import ranked_lists, read_trec_run, run_from_lists, write_qrels, write_trec_run
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.contract.run import ranked_lists, read_trec_run
 from pipeline.infra.errors import InputError
-from pipeline.io.trec import ranked_lists, read_trec_run
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline.io.trec import ranked_lists, read_trec_run
-from pipeline.teacher.reply_log import read_reply_log
+from pipeline.contract.reply_log import read_reply_log
+from pipeline.contract.run import ranked_lists, read_trec_run
 from tests.conftest import REPO, SHARED_DATA
 
 # a first-stage change re-runs the engine check (vLLM start) and a clean run is made to compare

@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from pipeline.cli import main
+from pipeline.contract.qrels import read_qrels
+from pipeline.contract.run import read_trec_run
 from pipeline.evaluate import evaluate
-from pipeline.io.trec import read_qrels, read_trec_run
 
 
 @pytest.mark.parametrize(("year", "expected"), [("19", 0.5058), ("20", 0.4796)])

@@ -10,8 +10,8 @@ import pytest
 from scipy.stats import kendalltau
 
 from pipeline.cli import main
+from pipeline.contract.run import ranked_lists, read_trec_run, write_trec_run
 from pipeline.infra.errors import InputError
-from pipeline.io.trec import ranked_lists, read_trec_run, write_trec_run
 from pipeline.report import agreement_table, kendall_tau, ndcg_table
 
 

@@ -20,10 +20,10 @@ import pytest
 import yaml
 from scipy.special import betainc
 
+from pipeline.contract.qrels import load_qrels
+from pipeline.contract.run import read_trec_run
 from pipeline.evaluate import evaluate
 from pipeline.infra.errors import InputError
-from pipeline.io.sources import load_qrels
-from pipeline.io.trec import read_trec_run
 from pipeline.study.spec import collect_runs, load_spec, prepare
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.dataset import dataset_schema
+from pipeline.contract.dataset import dataset_schema
 from pipeline.infra.errors import InputError
 
 CITATION = """@inproceedings{schlatt:2025,

@@ -31,7 +31,6 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,26 +40,24 @@ import pandas as pd
 import pyarrow as pa
 
 from pipeline import __version__
-from pipeline.dataset import DATASET_FORMAT, METADATA_KEY, SHARD_PATTERN, dataset_schema
+from pipeline.contract.dataset import (
+    CHUNK_ROWS,
+    DATASET_FORMAT,
+    DOC_ID,
+    FIRST_STAGE_RANK,
+    FIRST_STAGE_SCORE,
+    QID,
+    QUERY,
+    SHARD_PATTERN,
+    TEACHER_RANK,
+    TEACHER_SCORE,
+    teacher_score,
+    write_shards,
+)
+from pipeline.contract.run import RunWriter, ranking_positions
 from pipeline.infra.errors import InputError
 
 log = logging.getLogger(__name__)
-_CHUNK_ROWS = 65_536  # rows per Parquet row group: bounds the passage text held at once (= rows.CHUNK_ROWS)
-
-
-def ranking_positions(run: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of a run in ranking order: (row order, 1-based position of each in its query).
-
-    Query codes number queries by first appearance in the file; within a query the order
-    is the data contract's: rank, then higher score, then file order.
-    """
-    codes = pd.factorize(run["qid"], sort=False)[0]
-    order = np.lexsort((np.arange(len(run)), -run["score"].to_numpy(), run["rank"].to_numpy(), codes))
-    sorted_codes = codes[order]
-    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
-    sizes = np.diff(np.r_[starts, len(order)])
-    position = np.arange(len(order)) - np.repeat(starts, sizes) + 1
-    return order, position
 
 
 def teacher_rows(
@@ -71,9 +68,9 @@ def teacher_rows(
     keep = order[position <= depth]
     rows = pd.DataFrame(
         {
-            "qid": teacher["qid"].to_numpy()[keep],
-            "doc_id": teacher["doc_id"].to_numpy()[keep],
-            "teacher_rank": position[position <= depth].astype(np.int32),
+            QID: teacher["qid"].to_numpy()[keep],
+            DOC_ID: teacher["doc_id"].to_numpy()[keep],
+            TEACHER_RANK: position[position <= depth].astype(np.int32),
             "line": teacher["line"].to_numpy()[keep],
         }
     )
@@ -98,8 +95,8 @@ def teacher_rows(
             f"in the first-stage run {first_stage_path} ({len(bad)} (qid, doc) pairs missing)"
         )
         raise InputError(teacher_path, int(first["line"]), what)
-    rows["first_stage_rank"] = fs_rank[found]
-    rows["first_stage_score"] = first_stage["score"].to_numpy()[found]
+    rows[FIRST_STAGE_RANK] = fs_rank[found]
+    rows[FIRST_STAGE_SCORE] = first_stage["score"].to_numpy()[found]
     return rows
 
 
@@ -191,8 +188,8 @@ class _Joined:
 def _join(args: argparse.Namespace, rows_path: Path) -> _Joined:
     """Read both runs (checking every line), the teacher's provenance, and join them into rows_path:
     query by query, or, for a run whose queries are not contiguous, both runs whole (as before)."""
+    from pipeline.contract.run import NotGrouped
     from pipeline.dataset.rows import FirstStageIndex, join_rows, read_rows, scan_teacher
-    from pipeline.io.run_stream import NotGrouped
 
     try:
         scan = scan_teacher(args.teacher)  # empty runs raise
@@ -210,8 +207,8 @@ def _join(args: argparse.Namespace, rows_path: Path) -> _Joined:
 
 
 def _join_in_memory(args: argparse.Namespace, rows_path: Path) -> _Joined:
+    from pipeline.contract.run import read_trec_run
     from pipeline.dataset.rows import ROWS_SCHEMA, read_rows
-    from pipeline.io.trec import read_trec_run
 
     teacher, first_stage = read_trec_run(args.teacher), read_trec_run(args.first_stage)  # empty runs raise
     counts = teacher.groupby("qid", sort=False).size()
@@ -246,10 +243,10 @@ def _names(args: argparse.Namespace, first_stage_tag: str, teacher_tag: str) -> 
 
 def _write(args: argparse.Namespace, joined: _Joined, out: Path) -> dict[str, Any]:
     """Check the rows' queries and passages, then write the dataset directory (built aside, renamed)."""
+    from pipeline.contract.corpus import CorpusStore
+    from pipeline.contract.queries import load_queries
     from pipeline.dataset.card import write_card
     from pipeline.dataset.lightning_ir import write_parquet
-    from pipeline.io.corpus import CorpusStore
-    from pipeline.io.sources import load_queries
 
     queries = load_queries(args.queries)
     corpus = None if args.corpus is None else CorpusStore(args.corpus)
@@ -264,8 +261,8 @@ def _write(args: argparse.Namespace, joined: _Joined, out: Path) -> dict[str, An
     depth = joined.provenance["depth"]
 
     def complete(chunk: pd.DataFrame) -> pd.DataFrame:
-        chunk["query"] = chunk["qid"].map(queries)
-        chunk["teacher_score"] = (depth - chunk["teacher_rank"] + 1).astype(np.float32)
+        chunk[QUERY] = chunk[QID].map(queries)
+        chunk[TEACHER_SCORE] = teacher_score(depth, chunk[TEACHER_RANK])
         return chunk
 
     write_shards(joined.rows, metadata, tmp, corpus if args.with_text else None, complete)
@@ -281,22 +278,12 @@ def _write(args: argparse.Namespace, joined: _Joined, out: Path) -> dict[str, An
 
 
 def write_teacher_run(rows: pa.Table, depth: int, tag: str, path: Path) -> None:
-    """The rows as a TREC run (rank = teacher rank, score = depth - rank + 1), chunk by chunk,
-    in `write_trec_run`'s format; atomically (temp file + rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for batch in rows.to_batches(max_chunksize=_CHUNK_ROWS):
-            qids, docs = batch.column("qid").to_pylist(), batch.column("doc_id").to_pylist()
-            ranks = batch.column("teacher_rank").to_pylist()
-            f.write(
-                "".join(
-                    f"{q} Q0 {d} {r} {float(depth - r + 1)!r} {tag}\n"
-                    for q, d, r in zip(qids, docs, ranks, strict=True)
-                )
-            )
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """The rows as a TREC run (rank = teacher rank, score = depth - rank + 1), chunk by chunk."""
+    with RunWriter(path, tag) as writer:
+        for batch in rows.to_batches(max_chunksize=CHUNK_ROWS):
+            ranks = batch.column(TEACHER_RANK).to_pylist()
+            scores = [float(depth - r + 1) for r in ranks]
+            writer.write_rows(batch.column(QID).to_pylist(), batch.column(DOC_ID).to_pylist(), ranks, scores)
 
 
 def _check_references(joined: _Joined, args: argparse.Namespace, queries: dict[str, str], corpus) -> None:
@@ -309,7 +296,7 @@ def _check_references(joined: _Joined, args: argparse.Namespace, queries: dict[s
         return
     missing: set[str] = set()
     first: tuple[str, int] | None = None
-    for batch in joined.rows.to_batches(max_chunksize=_CHUNK_ROWS):
+    for batch in joined.rows.to_batches(max_chunksize=CHUNK_ROWS):
         doc_ids = batch.column("doc_id").to_pylist()
         _, found = corpus.rows_of(doc_ids)
         if not found.all():
@@ -378,43 +365,6 @@ def build_metadata(
     }
     files = file_names(metadata)
     return {**metadata, "lightning_ir_file": files["parquet"], "teacher_run_file": files["trec"]}
-
-
-def write_shards(
-    rows: pd.DataFrame | pa.Table,
-    metadata: dict[str, Any],
-    out: Path,
-    corpus=None,
-    complete: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
-) -> None:
-    """Write metadata["shards"] from rows (in order), a row group per chunk; text from corpus if given.
-
-    `rows` is a frame or an Arrow table (e.g. memory-mapped: only one chunk is in memory at a
-    time); `complete` adds columns to each chunk (as a frame) before it is written."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = dataset_schema(corpus is not None).with_metadata({METADATA_KEY: json.dumps(metadata).encode()})
-    names = {"first_stage": metadata["first_stage"], "teacher": metadata["teacher"]}
-    start = 0
-    for shard in metadata["shards"]:
-        end = start + shard["rows"]
-        with pq.ParquetWriter(out / shard["file"], schema) as writer:
-            for lo in range(start, end, _CHUNK_ROWS):
-                hi = min(lo + _CHUNK_ROWS, end)
-                chunk = rows.iloc[lo:hi] if isinstance(rows, pd.DataFrame) else rows.slice(lo, hi - lo).to_pandas()
-                if complete is not None:
-                    chunk = complete(chunk)
-                columns = {
-                    field.name: pa.array(chunk[field.name], field.type)
-                    for field in schema
-                    if field.name in chunk.columns
-                }
-                columns.update({k: pa.repeat(v, len(chunk)).cast(pa.string()) for k, v in names.items()})
-                if corpus is not None:
-                    columns["text"] = pa.array([p.text for p in corpus.passages(list(chunk["doc_id"]))], pa.string())
-                writer.write_table(pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema))
-        start = end
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

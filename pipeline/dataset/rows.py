@@ -1,7 +1,7 @@
 """The dataset's rows built query by query: memory for one query, whatever the number of rows.
 
 A 100k-query teacher run is 10M rows; `distillm export` builds them in passes over the two
-runs (`pipeline.io.run_stream`), each holding one query at a time:
+runs (`pipeline.contract.run.iter_run`), each holding one query at a time:
 
 1. `scan_teacher`: the teacher run's queries in order, their sizes and top hit's line, its tag;
 2. `FirstStageIndex`: where each query's lines are in the first-stage run, and its tag;
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from pipeline.contract.dataset import CHUNK_ROWS
+from pipeline.contract.run import QueryRun, iter_run, read_query
 from pipeline.infra.errors import InputError
-from pipeline.io.run_stream import QueryRun, iter_run, read_query
 
-CHUNK_ROWS = 65_536  # rows per Arrow batch and per Parquet row group
 ROWS_SCHEMA = pa.schema(
     [
         pa.field("qid", pa.string(), nullable=False),

@@ -26,14 +26,25 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from pipeline.dataset import METADATA_KEY, dataset_schema
+from pipeline.contract.dataset import (
+    CHUNK_ROWS,
+    DOC_ID,
+    FIRST_STAGE_RANK,
+    METADATA_KEY,
+    QID,
+    TEACHER_RANK,
+    TEACHER_SCORE,
+    dataset_schema,
+    iter_batches,
+    teacher_score,
+)
+from pipeline.contract.run import query_positions
 from pipeline.infra.errors import InputError
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-_COLUMNS = ["qid", "doc_id", "first_stage_rank", "teacher_rank", "teacher_score"]
-_BATCH_ROWS = 65_536  # rows read at a time
+_COLUMNS = [QID, DOC_ID, FIRST_STAGE_RANK, TEACHER_RANK, TEACHER_SCORE]
 
 
 @dataclass(frozen=True)
@@ -78,9 +89,8 @@ def validate_dataset(path: str | Path) -> tuple[dict[str, Any], list[Problem]]:
     # One pass over the rows, a batch at a time: counts, nulls, and whether every row check
     # passes. Only a dataset with row problems is read whole, to name them (check_rows).
     scan = RowScan(int(metadata["depth"]) if isinstance(metadata.get("depth"), int) else 0)
-    for index, shard in enumerate(readable):
-        for batch in pq.ParquetFile(shard).iter_batches(batch_size=_BATCH_ROWS, columns=_COLUMNS):
-            scan.add(batch, index)
+    for index, batch in iter_batches(readable, _COLUMNS):
+        scan.add(batch, index)
     n_rows = scan.rows
     problems += [Problem("-", "-", f"column {c}: {n} nulls") for c, n in scan.nulls.items() if n]
     whole = len(readable) == len(files) and n_rows > 0  # every row readable as the schema says
@@ -133,7 +143,7 @@ def _lightning_ir_problems(path: Path, metadata: dict[str, Any], shards: list[Pa
     as_written = "." not in name.removesuffix(".parquet") and names[: len(COLUMNS)] == list(COLUMNS)
     if as_written and set(names[len(COLUMNS) :]) <= {"text"} and _same_rows_in_order(path / name, shards):
         return []  # what export writes; anything else is compared as lightning-ir reads it (any order)
-    frame = _read_whole(shards)[0][["qid", "doc_id", "teacher_rank"]]
+    frame = _read_whole(shards)[0][[QID, DOC_ID, TEACHER_RANK]]
     return [Problem("-", "-", message) for message in problems(path / name, frame)]
 
 
@@ -146,13 +156,9 @@ def _same_rows_in_order(run: Path, shards: list[Path]) -> bool:
     theirs = pq.ParquetFile(run)
     if theirs.metadata.num_rows != sum(pq.ParquetFile(s).metadata.num_rows for s in shards):
         return False
-    ours = (
-        b
-        for s in shards
-        for b in pq.ParquetFile(s).iter_batches(_BATCH_ROWS, columns=["qid", "doc_id", "teacher_rank"])
-    )
+    ours = (batch for _, batch in iter_batches(shards, [QID, DOC_ID, TEACHER_RANK]))
     pending: list[pa.RecordBatch] = []
-    for batch in theirs.iter_batches(_BATCH_ROWS, columns=["query_id", "doc_id", "rank"]):
+    for batch in theirs.iter_batches(CHUNK_ROWS, columns=["query_id", "doc_id", "rank"]):  # lightning-ir's names
         while sum(b.num_rows for b in pending) < batch.num_rows:
             pending.append(next(ours))
         mine = pa.Table.from_batches(pending).combine_chunks()
@@ -196,17 +202,14 @@ class RowScan:
         self.rows += batch.num_rows
         for name in _COLUMNS:
             self.nulls[name] += batch.column(name).null_count
-        qids = batch.column("qid").to_pylist()
+        qids = batch.column(QID).to_pylist()
         if any(self.nulls.values()):
             self.clean = False  # check_rows does not run; only the distinct queries still count
             self.seen.update(qids)
             return
-        docs, first_stage = batch.column("doc_id").to_pylist(), batch.column("first_stage_rank").to_pylist()
-        rank = batch.column("teacher_rank").to_numpy().astype(np.int64)
-        if (
-            self.depth < 1
-            or (batch.column("teacher_score").to_numpy() != (self.depth - rank + 1).astype(np.float32)).any()
-        ):
+        docs, first_stage = batch.column(DOC_ID).to_pylist(), batch.column(FIRST_STAGE_RANK).to_pylist()
+        rank = batch.column(TEACHER_RANK).to_numpy().astype(np.int64)
+        if self.depth < 1 or (batch.column(TEACHER_SCORE).to_numpy() != teacher_score(self.depth, rank)).any():
             self.clean = False
         column = np.asarray(qids, dtype=object)
         starts = np.flatnonzero(np.r_[True, column[1:] != column[:-1]]).tolist()
@@ -239,9 +242,9 @@ class RowScan:
 def check_rows(frame: pd.DataFrame, shard: np.ndarray, depth: int) -> list[Problem]:
     """Row-level checks (vectorised; only queries found bad are looked at one by one)."""
     problems: list[Problem] = []
-    qid, doc = frame["qid"].to_numpy(), frame["doc_id"].to_numpy()
-    rank = frame["teacher_rank"].to_numpy().astype(np.int64)
-    codes, uniques = pd.factorize(frame["qid"], sort=False)
+    qid, doc = frame[QID].to_numpy(), frame[DOC_ID].to_numpy()
+    rank = frame[TEACHER_RANK].to_numpy().astype(np.int64)
+    codes, uniques = pd.factorize(frame[QID], sort=False)
     same = codes[1:] == codes[:-1]
     blocks = codes[np.r_[True, ~same]]
     for c in np.unique(blocks[pd.Series(blocks).duplicated().to_numpy()]):
@@ -251,21 +254,18 @@ def check_rows(frame: pd.DataFrame, shard: np.ndarray, depth: int) -> list[Probl
         problems.append(Problem(str(uniques[c]), "-", "query is split across shards"))
     for i in np.flatnonzero(same & (rank[1:] < rank[:-1])) + 1:
         problems.append(Problem(qid[i], doc[i], f"rows not ordered by teacher_rank ({rank[i]} after {rank[i - 1]})"))
-    expected_score = (depth - rank + 1).astype(np.float32)
-    for i in np.flatnonzero(frame["teacher_score"].to_numpy() != expected_score):
+    expected_score = teacher_score(depth, rank)
+    for i in np.flatnonzero(frame[TEACHER_SCORE].to_numpy() != expected_score):
         problems.append(
-            Problem(qid[i], doc[i], f"teacher_score {frame['teacher_score'].iat[i]} != {depth} - {rank[i]} + 1")
+            Problem(qid[i], doc[i], f"teacher_score {frame[TEACHER_SCORE].iat[i]} != {depth} - {rank[i]} + 1")
         )
-    for column, what in (("doc_id", "doc id"), ("first_stage_rank", "first_stage_rank")):
+    for column, what in ((DOC_ID, "doc id"), (FIRST_STAGE_RANK, FIRST_STAGE_RANK)):
         dup = pd.DataFrame({"q": codes, "v": frame[column].to_numpy()}).duplicated(keep="first").to_numpy()
         for i in np.flatnonzero(dup):
             problems.append(Problem(qid[i], doc[i], f"duplicate {what} {frame[column].iat[i]} in this query"))
     order = np.lexsort((rank, codes))
     sorted_codes = codes[order]
-    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
-    sizes = np.diff(np.r_[starts, len(order)])
-    position = np.arange(len(order)) - np.repeat(starts, sizes) + 1
-    bad = np.unique(sorted_codes[rank[order] != position])
+    bad = np.unique(sorted_codes[rank[order] != query_positions(sorted_codes)])
     for c in bad:
         problems += _rank_problems(str(uniques[c]), doc[codes == c], rank[codes == c])
     for c in np.flatnonzero(np.bincount(codes) > depth):

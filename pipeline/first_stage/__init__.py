@@ -1,7 +1,7 @@
 """First stages: anything that produces a TREC run of candidates per query.
 
 A first stage reads queries (and usually an index built from a corpus store) and writes
-a TREC run (`qid Q0 doc_id rank score tag`, see `pipeline.schemas`) whose tag names it.
+a TREC run (`qid Q0 doc_id rank score tag`, see `pipeline.contract.run`) whose tag names it.
 That run is all the later stages see, so a run made elsewhere (`distillm ingest
 candidates`, another toolkit) is a first stage too. Each engine is one module here with
 `register(index_subparsers, retrieve_subparsers)` for `distillm index ENGINE` and

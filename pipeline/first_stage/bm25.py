@@ -35,11 +35,11 @@ from typing import NoReturn
 
 import pandas as pd
 
+from pipeline.contract.corpus import CorpusStore
+from pipeline.contract.run import run_frame
 from pipeline.first_stage.java import runtime_versions, start_jvm
 from pipeline.first_stage.runs import retrieve_to_files
 from pipeline.infra.errors import InputError
-from pipeline.io.corpus import CorpusStore
-from pipeline.io.trec import run_frame
 
 log = logging.getLogger(__name__)
 

@@ -43,6 +43,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.contract.corpus import CorpusStore
+from pipeline.contract.run import run_frame
 from pipeline.first_stage.colbert_ai import (
     compile_extensions,
     encode_each_passage_once,
@@ -54,8 +56,6 @@ from pipeline.first_stage.colbert_checkpoint import check_checkpoint_loads, reso
 from pipeline.first_stage.runs import retrieve_to_files
 from pipeline.infra.errors import InputError
 from pipeline.infra.watchdog import STALL_SECONDS, run_with_watchdog
-from pipeline.io.corpus import CorpusStore
-from pipeline.io.trec import run_frame
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ def retrieve_to_files(
 ) -> dict:
     """Load queries (a file or `irds:` id), run `search(queries) -> (run, stats)`, write the
     run to `out` and the stats (with the run and query source named) beside it; returns the stats."""
-    from pipeline.io.sources import load_queries
-    from pipeline.io.trec import write_trec_run
+    from pipeline.contract.queries import load_queries
+    from pipeline.contract.run import write_trec_run
 
     queries = load_queries(queries_source)
     if not queries:

@@ -12,7 +12,7 @@ for the stop (`wait_for_crash_point`, no deadline but the test's own timeout) an
 process by the pid it wrote (SIGKILL: the crash under test). Unset, as always outside tests,
 a crash point costs one environment lookup.
 
-Events: `reply-log` (a record reached the OS, `pipeline.teacher.reply_log.ReplyLogWriter`),
+Events: `reply-log` (a record reached the OS, `pipeline.contract.reply_log.ReplyLogWriter`),
 `train-step` (a step's row reached `metrics.csv`, `pipeline.student.train`).
 """
 

@@ -30,11 +30,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.contract.corpus import CorpusStore
+from pipeline.contract.qrels import load_qrels
+from pipeline.contract.queries import load_queries
+from pipeline.contract.rerank_inputs import check_run_references
+from pipeline.contract.run import ranked_lists, read_trec_run
 from pipeline.infra.errors import InputError
-from pipeline.io.checks import check_run_references
-from pipeline.io.corpus import CorpusStore
-from pipeline.io.sources import load_qrels, load_queries
-from pipeline.io.trec import ranked_lists, read_trec_run
 from pipeline.student.model import passage_text
 from pipeline.student.teacher_rankings import read_teacher_rankings
 

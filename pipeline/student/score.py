@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.io.corpus import CorpusStore
-from pipeline.schemas import RUN_COLUMNS
+from pipeline.contract.corpus import CorpusStore
+from pipeline.contract.run import RUN_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -195,8 +195,8 @@ def write_student_run(
     the run, queries and corpus they came from. What `distillm rerank --backend cross-encoder` and
     `distillm train --rerank-run` write.
     """
+    from pipeline.contract.run import write_trec_run
     from pipeline.infra.versions import STUDENT_PACKAGES, versions
-    from pipeline.io.trec import write_trec_run
     from pipeline.student.checkpoint import read_provenance
 
     started_at = time.time()
@@ -245,7 +245,7 @@ def write_student_run(
 
 def main_cross_encoder(args: argparse.Namespace) -> int:
     """`distillm rerank --backend cross-encoder`: the student's run and stats from the teacher's arguments."""
-    from pipeline.io.checks import read_rerank_inputs
+    from pipeline.contract.rerank_inputs import read_rerank_inputs
     from pipeline.student.checkpoint import load_cross_encoder
 
     if not args.model:

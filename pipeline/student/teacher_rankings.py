@@ -2,7 +2,8 @@
 
 `--data` of `distillm train --stage distill` may be:
 
-    DIR, DIR/data/*.parquet      our export (pipeline.dataset: qid, query, doc_id, teacher_rank[, text])
+    DIR, DIR/data/*.parquet      our export, read by the data contract's column names
+                                 (`pipeline.contract.dataset`: qid, query, doc_id, teacher_rank[, text])
     X.parquet, X.jsonl           a lightning-ir run table (query_id, doc_id, rank[, query, text, score]),
                                  e.g. our export's __TEACHER-FS-N-sampled-DEPTH__NAME.parquet
     X.parquet (qid, docno, score)  the Hugging Face copies of the published Rank-DistiLLM runs
@@ -10,55 +11,43 @@
     X.run, X.run.gz (any other name: TREC)  a TREC run, e.g. the Zenodo records of Rank-DistiLLM
                                  (__rankzephyr-colbert-10000-sampled-100__msmarco-passage-train-judged.run)
 
-Teacher ranks are 1-based positions, 1 = best: a table's `teacher_rank` or `rank` as given
-(lightning-ir reads `rank` so); a TREC run's ranking order (rank, then higher score, then file
-order: the data contract of `distillm export`); a score-only table's order by score (ties: file
-order, as lightning-ir ranks scoreddocs). Query texts come from a `query` column, else from
-`queries` (a file or irds:<id>); passage texts from a `text` column, else from the corpus store.
+Teacher ranks are 1-based positions, 1 = best: our `teacher_rank` or a published table's `rank`
+as given (lightning-ir reads `rank` so); a TREC run's ranking order (the data contract's:
+`pipeline.contract.run.ranking_order`); a score-only table's order by score (ties: file order, as
+lightning-ir ranks scoreddocs). Query texts come from a `query` column, else from `queries` (a
+file or irds:<id>); passage texts from a `text` column, else from the corpus store.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from pipeline.contract.dataset import DOC_ID, QID, QUERY, TEACHER_RANK, TEXT, dataset_files, read_metadata
+from pipeline.contract.queries import load_queries
+from pipeline.contract.run import query_positions, ranking_order, ranking_positions, read_trec_run
 from pipeline.infra.errors import InputError
 
-_QID = ("qid", "query_id")
-_DOC = ("doc_id", "docno", "docid")
-_RANK = ("teacher_rank", "rank")  # in this order: our export's shards carry first_stage_rank beside teacher_rank
+OURS = (QID, DOC_ID, TEACHER_RANK)  # a table with these columns is our export, read by these names
+# the published layouts' names for what our columns hold: lightning-ir's, the Hugging Face copies'
+_QID = (QID, "query_id")
+_DOC = (DOC_ID, "docno", "docid")
 _TABLE_SUFFIXES = (".parquet", ".jsonl", ".json")
 
 
-def dataset_files(path: str | Path) -> list[Path]:
-    """The table files of a dataset: PATH itself, PATH/data/*.parquet or PATH/*.parquet."""
+def source_files(path: str | Path) -> list[Path]:
+    """The table files of a source: PATH itself, or a dataset folder's shards."""
     path = Path(path)
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise InputError(path, None, "dataset not found")
-    files = sorted((path / "data").glob("*.parquet")) or sorted(path.glob("*.parquet"))
+    files = dataset_files(path)
     if not files:
         raise InputError(path, None, "no Parquet files (expected DIR/data/*.parquet)")
     return files
-
-
-def dataset_metadata(path: str | Path, files: list[Path]) -> dict[str, Any]:
-    """DIR/metadata.json, else the `distillm` key of a Parquet file's schema metadata, else {}."""
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    if path.is_dir() and (path / "metadata.json").exists():
-        return json.loads((path / "metadata.json").read_text())
-    if files[0].name.endswith(".parquet"):
-        schema_meta = pq.read_schema(files[0]).metadata or {}
-        if b"distillm" in schema_meta:
-            return json.loads(schema_meta[b"distillm"])
-    return {}
 
 
 def is_table(path: Path) -> bool:
@@ -72,33 +61,36 @@ def read_teacher_rankings(path: str | Path, queries: str | Path | None = None) -
     text, or an empty source.
     """
     path = Path(path)
-    files = dataset_files(path)
+    files = source_files(path)
     if is_table(path):
-        frame, metadata = _read_tables(path, files), dataset_metadata(path, files)
+        frame, metadata = _read_tables(files), read_metadata(path) or {}
     else:
         frame, metadata = _read_trec(path), {"source": str(path), "layout": "trec"}
     if frame.empty:
         raise InputError(path, None, "dataset is empty (no rows)")
-    if "query" not in frame:
+    if QUERY not in frame:
         if queries is None:
             raise InputError(path, None, "has no query text (no `query` column): pass --queries (a file or irds:<id>)")
-        frame["query"] = _query_texts(frame, path, queries)
+        frame[QUERY] = _query_texts(frame, path, queries)
     return frame, metadata
 
 
 def _columns(names: list[str], file: Path) -> dict[str, str | None]:
-    """Which column of the file holds what (None: absent)."""
+    """Which column of the file holds what, by our names (None: absent): ours as they are, a
+    published layout's by its names."""
+    if set(OURS) <= set(names):
+        return {name: name if name in names else None for name in (*OURS, QUERY, TEXT)}
     pick = {
-        "qid": next((c for c in _QID if c in names), None),
-        "doc_id": next((c for c in _DOC if c in names), None),
-        "rank": next((c for c in _RANK if c in names), None),
+        QID: next((c for c in _QID if c in names), None),
+        DOC_ID: next((c for c in _DOC if c in names), None),
+        "rank": "rank" if "rank" in names else None,
         "score": "score" if "score" in names else None,
-        "query": "query" if "query" in names else None,
-        "text": "text" if "text" in names else None,
+        QUERY: QUERY if QUERY in names else None,
+        TEXT: TEXT if TEXT in names else None,
     }
-    absent = [what for what in ("qid", "doc_id") if pick[what] is None]
+    absent = [what for what in (QID, DOC_ID) if pick[what] is None]
     if pick["rank"] is None and pick["score"] is None:
-        absent.append("teacher_rank, rank or score")
+        absent.append(f"{TEACHER_RANK}, rank or score")
     if absent:
         raise InputError(
             file, None, f"teacher rankings lack column(s) {absent} (has {names}); see `distillm train --help` --data"
@@ -106,8 +98,8 @@ def _columns(names: list[str], file: Path) -> dict[str, str | None]:
     return pick
 
 
-def _read_tables(path: Path, files: list[Path]) -> pd.DataFrame:
-    """The needed columns of every file, renamed to ours, with a 1-based teacher_rank."""
+def _read_tables(files: list[Path]) -> pd.DataFrame:
+    """The needed columns of every file, named ours, with a 1-based teacher_rank."""
     import pyarrow.parquet as pq
 
     parts = []
@@ -122,52 +114,41 @@ def _read_tables(path: Path, files: list[Path]) -> pd.DataFrame:
                 raise InputError(file, None, f"not JSON records: {e}") from None
             pick = _columns(list(table.columns), file)
         renamed = table.rename(columns={c: what for what, c in pick.items() if c})
-        parts.append(renamed[[what for what, c in pick.items() if c]])
+        parts.append(renamed[[what for what, c in pick.items() if c]].rename(columns={"rank": TEACHER_RANK}))
     frame = pd.concat(parts, ignore_index=True)
-    frame["qid"], frame["doc_id"] = frame["qid"].astype(str), frame["doc_id"].astype(str)
-    if "rank" in frame:
-        if not pd.api.types.is_integer_dtype(frame["rank"]):
-            raise InputError(files[0], None, f"rank column is {frame['rank'].dtype}, expected integers")
-        frame["teacher_rank"] = frame.pop("rank").astype(np.int64)
+    frame[QID], frame[DOC_ID] = frame[QID].astype(str), frame[DOC_ID].astype(str)
+    if TEACHER_RANK in frame:
+        if not pd.api.types.is_integer_dtype(frame[TEACHER_RANK]):
+            raise InputError(files[0], None, f"rank column is {frame[TEACHER_RANK].dtype}, expected integers")
+        frame[TEACHER_RANK] = frame[TEACHER_RANK].astype(np.int64)
     else:  # a score-only table: order by score within the query, ties in file order
-        order = np.lexsort((np.arange(len(frame)), -frame["score"].to_numpy(), _codes(frame)))
-        frame["teacher_rank"] = _positions(frame, order)
+        codes = pd.factorize(frame[QID], sort=False)[0]
+        order = ranking_order(np.zeros(len(frame), dtype=np.int64), frame["score"].to_numpy(), codes)
+        frame[TEACHER_RANK] = _ranks(order, query_positions(codes[order]))
     return frame.drop(columns=["score"], errors="ignore")
 
 
 def _read_trec(path: Path) -> pd.DataFrame:
-    from pipeline.dataset.export import ranking_positions
-    from pipeline.io.trec import read_trec_run
-
     run = read_trec_run(path)
     order, position = ranking_positions(run)
-    rank = np.empty(len(run), dtype=np.int64)
-    rank[order] = position
-    return pd.DataFrame({"qid": run["qid"], "doc_id": run["doc_id"], "teacher_rank": rank, "line": run["line"]})
+    return pd.DataFrame(
+        {QID: run["qid"], DOC_ID: run["doc_id"], TEACHER_RANK: _ranks(order, position), "line": run["line"]}
+    )
 
 
-def _codes(frame: pd.DataFrame) -> np.ndarray:
-    return pd.factorize(frame["qid"], sort=False)[0]
-
-
-def _positions(frame: pd.DataFrame, order: np.ndarray) -> np.ndarray:
-    """1-based position of each row within its query, given the rows in ranking order."""
-    codes = _codes(frame)[order]
-    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-    position = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)])) + 1
+def _ranks(order: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """Each row's position in its query's ranking, given the rows in ranking order and their positions."""
     ranks = np.empty(len(order), dtype=np.int64)
     ranks[order] = position
     return ranks
 
 
 def _query_texts(frame: pd.DataFrame, path: Path, queries: str | Path) -> pd.Series:
-    from pipeline.io.sources import load_queries
-
     texts = load_queries(queries)
-    known = frame["qid"].isin(texts.keys())
+    known = frame[QID].isin(texts.keys())
     if not known.all():
         first = frame[~known].iloc[0]
         line = int(first["line"]) if "line" in frame else None
-        n = frame.loc[~known, "qid"].nunique()
-        raise InputError(path, line, f"query {first['qid']!r} is not in the queries {queries} ({n} unknown queries)")
-    return frame["qid"].map(texts)
+        n = frame.loc[~known, QID].nunique()
+        raise InputError(path, line, f"query {first[QID]!r} is not in the queries {queries} ({n} unknown queries)")
+    return frame[QID].map(texts)

@@ -197,8 +197,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     import torch
     from tqdm import tqdm
 
-    from pipeline.io.checks import read_rerank_inputs
-    from pipeline.io.corpus import CorpusStore
+    from pipeline.contract.corpus import CorpusStore
+    from pipeline.contract.rerank_inputs import read_rerank_inputs
     from pipeline.student.checkpoint import cross_encoder_from, load_cross_encoder, read_provenance, save_cross_encoder
     from pipeline.student.data import RelevanceLists, TeacherLists, TrainList, epoch_rng
     from pipeline.student.losses import LOSSES
@@ -460,8 +460,9 @@ class Evaluator:
     """Re-ranks --eval-run with the model in training and writes the measure to OUT/eval.csv."""
 
     def __init__(self, cfg: TrainConfig, corpus, bf16: bool, keep_until: int):
-        from pipeline.io.sources import load_qrels, load_queries
-        from pipeline.io.trec import ranked_lists, read_trec_run
+        from pipeline.contract.qrels import load_qrels
+        from pipeline.contract.queries import load_queries
+        from pipeline.contract.run import ranked_lists, read_trec_run
 
         self.cfg, self.corpus, self.bf16 = cfg, corpus, bf16
         self.lists = ranked_lists(read_trec_run(cfg.eval_run))

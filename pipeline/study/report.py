@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.contract.qrels import load_qrels
+from pipeline.contract.run import read_trec_run
 from pipeline.evaluate import evaluate
 from pipeline.infra.errors import InputError
-from pipeline.io.sources import load_qrels
-from pipeline.io.trec import read_trec_run
 from pipeline.significance import adjust, compare
 from pipeline.study.spec import FIRST_STAGE, MEASURE, StudySpec, collect_runs, load_spec, split_config
 

@@ -7,8 +7,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.contract.qrels import load_qrels
 from pipeline.infra.errors import InputError
-from pipeline.io.sources import load_qrels
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,8 @@ def load_spec(path: str | Path) -> StudySpec:
 
 def prepare(spec: StudySpec, corpus: str | Path, out: str | Path) -> dict:
     """Each fold's training inputs under OUT/<fold>/ (see the module's docstring); returns their stats."""
+    from pipeline.contract.qrels import write_qrels
     from pipeline.ingest import ingest_run
-    from pipeline.io.trec import write_qrels
 
     out = Path(out)
     stats: dict[str, dict] = {}

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.io.corpus import CorpusStore
-from pipeline.io.run_lists import RunLists, read_rerank_lists
+from pipeline.contract.corpus import CorpusStore
+from pipeline.contract.rerank_inputs import RunLists, read_rerank_lists
 from pipeline.teacher.backends.replay import replay_settings
 from pipeline.teacher.cost import BudgetReached, Prices, describe, estimate
 from pipeline.teacher.prompts import PromptTemplate, load_prompt

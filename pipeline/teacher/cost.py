@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.io.corpus import CorpusStore
+from pipeline.contract.corpus import CorpusStore
 from pipeline.teacher.window_prompt import WindowPrompts
 from pipeline.teacher.windows import sliding_windows
 

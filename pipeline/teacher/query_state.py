@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.schemas import Passage
+from pipeline.contract.corpus import Passage
 from pipeline.teacher.backends import Reply
 from pipeline.teacher.windows import Window
 

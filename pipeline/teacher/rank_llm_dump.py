@@ -253,7 +253,7 @@ def ingest_files(
     partial: bool = False,
 ) -> dict[str, Any]:
     """`ingest_dump` over files: the run, queries and corpus store are read and checked first."""
-    from pipeline.io.checks import read_rerank_inputs
+    from pipeline.contract.rerank_inputs import read_rerank_inputs
     from pipeline.teacher.prompts import load_prompt
     from pipeline.teacher.settings import TeacherSettings, settings_record
 

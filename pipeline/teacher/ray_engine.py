@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.io.corpus import CorpusStore
-from pipeline.io.run_lists import RunLists, write_run_lists
+from pipeline.contract.corpus import CorpusStore
+from pipeline.contract.rerank_inputs import RunLists, write_run_lists
 from pipeline.teacher.cost import Prices
 from pipeline.teacher.prompts import PromptTemplate
 from pipeline.teacher.render import PromptRenderer

@@ -1,6 +1,6 @@
 """One window's reply-log record: the reply read as a permutation, every repair counted.
 
-The record's fields are described in `pipeline.teacher.reply_log`. The permutation is always
+The record's fields are described in `pipeline.contract.reply_log`. The permutation is always
 re-derived from what the model returned (the reply text, or a FIRST window's first-token
 log-probabilities), so replaying a log through this function gives the logged rankings again
 without a model.
@@ -30,7 +30,7 @@ def window_record(
     reasoning: str | None = None,
     reasoning_tokens: int | None = None,
 ) -> dict[str, Any]:
-    """One reply-log record (`pipeline.teacher.reply_log`): the reply parsed, its repairs counted.
+    """One reply-log record (`pipeline.contract.reply_log`): the reply parsed, its repairs counted.
 
     `reply` None means no model was asked (the prompt could not fit): the order is kept.
     `reused_from` names the log a reply was taken from instead of calling the model.

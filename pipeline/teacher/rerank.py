@@ -6,7 +6,7 @@ applied before the query's next window is built. Windows of different queries ar
 independent, so a query's next window is submitted as soon as its previous one returns and
 the backend stays busy.
 
-Every completed window is appended to the reply log (`pipeline.teacher.reply_log`) first;
+Every completed window is appended to the reply log (`pipeline.contract.reply_log`) first;
 the output run and the stats are derived from the log. Re-running the same command after
 a crash (even kill -9) replays the logged windows and continues with the rest: the output
 is identical to an uninterrupted run, no query lost or duplicated.
@@ -18,7 +18,7 @@ The identifiers must be single tokens (letters: `prompts/rank_zephyr_alpha.toml`
 checked when the teacher is built. There is no permutation to stream, so no early submission.
 
 Memory does not grow with the run: `run_queries` reads the queries from a re-iterable source
-(`pipeline.io.run_lists.RunLists`: the run's lists on disk), holds only the queries in flight
+(`pipeline.contract.rerank_inputs.RunLists`: the run's lists on disk), holds only the queries in flight
 (`max_active`) and hands each finished ranking on in run order (the run is written as it goes);
 resuming keeps ~200 bytes of progress per query (`pipeline.teacher.resume`). `run` (lists in a
 dict, rankings returned in one) is the same for a run that fits in memory.
@@ -43,8 +43,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from pipeline.contract.corpus import CorpusStore
+from pipeline.contract.reply_log import ReplyLogWriter
 from pipeline.infra.errors import InputError
-from pipeline.io.corpus import CorpusStore
 from pipeline.teacher.backends import Backend, Reply, Request
 from pipeline.teacher.context_retry import shrunk_words
 from pipeline.teacher.cost import BudgetReached, Prices
@@ -53,7 +54,6 @@ from pipeline.teacher.prompts import PromptTemplate
 from pipeline.teacher.query_state import QueryState, Sent
 from pipeline.teacher.records import reply_record
 from pipeline.teacher.render import PromptRenderer, permutation_regex
-from pipeline.teacher.reply_log import ReplyLogWriter
 from pipeline.teacher.resume import LogMismatch, Resumed, move_log_aside, resume
 from pipeline.teacher.reuse import ReplyIndex, ReusingBackend, generation_settings
 from pipeline.teacher.settings import TeacherSettings, settings_record
@@ -150,7 +150,7 @@ class Teacher:
         the order of `lists`, as soon as it and every query before it are done.
 
         `lists` is iterated twice (resuming from the log, then running: a dict's items, or
-        `pipeline.io.run_lists.RunLists` for a run on disk). Memory holds the queries in
+        `pipeline.contract.rerank_inputs.RunLists` for a run on disk). Memory holds the queries in
         flight (at most `max_active`), the finished rankings waiting for an earlier query, and
         the log's progress per query (`pipeline.teacher.resume.Resumed`), never the whole run.
         """

@@ -20,10 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.contract.reply_log import load_record, read_settings, reply_log_records
 from pipeline.infra.errors import naming_the_file
 from pipeline.teacher.query_state import QueryState
-from pipeline.teacher.reply_log import load_record, reply_log_records
-from pipeline.teacher.reuse import read_settings_sidecar
 from pipeline.teacher.stats import Tally
 from pipeline.teacher.windows import apply_permutation
 
@@ -136,7 +135,7 @@ def prepare_log(log_path: Path, record: dict[str, Any]) -> Path | None:
     """
     sidecar = log_path.with_name(log_path.name + ".settings.json")
     moved = None
-    before = read_settings_sidecar(log_path)
+    before = read_settings(log_path)
     if before is not None and log_path.exists():
         # `ranking` is written for FIRST runs only (pipeline.teacher.settings): its absence is a setting too
         keys = [*record, *({"ranking"} & before.keys() - record.keys())]

@@ -18,16 +18,15 @@ tests/teacher/test_backends.py).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipeline.contract.reply_log import load_record, read_settings, reply_log_records
 from pipeline.infra.errors import InputError
 from pipeline.teacher.backends import Backend, Reply, Request
-from pipeline.teacher.reply_log import load_record, reply_log_records
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +36,6 @@ GENERATION_KEYS = ("model", "tokenizer", "max_new_tokens", "constrained", "ranki
 def generation_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """What makes a reply the same reply: the model and how it decodes (see module docstring)."""
     return {k: settings.get(k) for k in GENERATION_KEYS}
-
-
-def read_settings_sidecar(log_path: Path) -> dict[str, Any] | None:
-    sidecar = log_path.with_name(log_path.name + ".settings.json")
-    if not sidecar.is_file():
-        return None
-    try:
-        return json.loads(sidecar.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(sidecar, None, f"not a valid settings JSON ({e})") from None
 
 
 def logged_reply(key: str, record: dict[str, Any], path: Path) -> Reply:
@@ -94,7 +83,7 @@ class ReplyIndex:
         if not path.is_file():
             raise InputError(path, None, "reply log not found")
         if require is not None:
-            settings = read_settings_sidecar(path)
+            settings = read_settings(path)
             if settings is None:
                 raise InputError(path, None, "no settings file beside it (LOG.settings.json): whose replies are these?")
             if (theirs := generation_settings(settings)) != require:

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.contract.rerank_inputs import RunLists
+from pipeline.contract.run import RunWriter
 from pipeline.infra.errors import naming_the_file
 from pipeline.infra.versions import TEACHER_PACKAGES, versions
-from pipeline.io.run_lists import RunLists
-from pipeline.io.run_stream import RunWriter
 from pipeline.teacher.backends import open_backend, streams_partial_replies
 from pipeline.teacher.backends.replay import ReplayBackend
 from pipeline.teacher.rerank import Teacher

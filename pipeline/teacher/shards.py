@@ -23,10 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.contract.reply_log import reply_log_records
+from pipeline.contract.run import NotGrouped, RunWriter, iter_run, ranked_lists, read_query, read_trec_run
 from pipeline.infra.errors import InputError
-from pipeline.io.run_stream import NotGrouped, RunWriter, iter_run, read_query
-from pipeline.io.trec import ranked_lists, read_trec_run
-from pipeline.teacher.reply_log import reply_log_records
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.cli import main
-from pipeline.io.queries import read_queries
-from pipeline.io.trec import ranked_lists, read_trec_run
+from pipeline.contract.queries import read_queries
+from pipeline.contract.run import ranked_lists, read_trec_run
 from tests.dataset.conftest import REFERENCE, export_argv
 
 # The trainer reads these columns: names and types must never change.
@@ -66,7 +66,7 @@ def test_schema_rows_and_rankings(dataset_dl19: Path, teacher_dl19: dict[str, Pa
 
 
 def test_text_is_the_corpus_passage(dataset_dl19: Path, teacher_dl19: dict[str, Path]):
-    from pipeline.io.corpus import CorpusStore
+    from pipeline.contract.corpus import CorpusStore
 
     frame = pd.read_parquet(dataset_dl19 / "data", columns=["doc_id", "text"])
     sample = frame.iloc[::97]

@@ -54,8 +54,13 @@ def traced(argv: list[str]) -> int:
 
 @pytest.mark.timeout(600)
 def test_export_and_validate_hold_a_query_and_a_chunk_not_the_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    for chunk in ("export._CHUNK_ROWS", "rows.CHUNK_ROWS", "validate._BATCH_ROWS"):  # 65,536 rows: smaller here
-        monkeypatch.setattr(f"pipeline.dataset.{chunk}", 4096)
+    for chunk in (
+        "contract.dataset",
+        "dataset.export",
+        "dataset.rows",
+        "dataset.validate",
+    ):  # 65,536 rows: smaller here
+        monkeypatch.setattr(f"pipeline.{chunk}.CHUNK_ROWS", 4096)
     # both above 65,536 rows, the batch lightning-ir's writer reads (pipeline.dataset.lightning_ir)
     small, large = synthetic(tmp_path / "small", 700), synthetic(tmp_path / "large", 2800)
     traced(small), traced(["validate", small[-1]])  # imports and first-use caches, before measuring

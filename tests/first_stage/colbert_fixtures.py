@@ -45,8 +45,8 @@ def colbert_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def colbert_subset(dl_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pipeline.io.corpus import CorpusStore, build_corpus_store
-    from pipeline.io.trec import ranked_lists, read_trec_run
+    from pipeline.contract.corpus import CorpusStore, build_corpus_store
+    from pipeline.contract.run import ranked_lists, read_trec_run
 
     lists = ranked_lists(read_trec_run(dl_store / "runs" / "retrieve_results_dl19.run"))
     doc_ids = list(dict.fromkeys(d for qid in list(lists)[:SUBSET_QUERIES] for d in lists[qid]))
@@ -77,7 +77,7 @@ def colbert_index(
 
 @pytest.fixture(scope="session")
 def dl_queries(dl_store: Path) -> dict[str, str]:
-    from pipeline.io.queries import read_queries
+    from pipeline.contract.queries import read_queries
 
     return read_queries(dl_store / "queries.tsv")
 

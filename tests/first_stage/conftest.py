@@ -34,8 +34,8 @@ def dl_index(dl_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def dl_runs(dl_index: Path, trec_dl: Path) -> dict[str, tuple[pd.DataFrame, dict]]:
     """{"dl19"|"dl20": (run, stats)} with the default settings (k=100, k1=0.9, b=0.4)."""
+    from pipeline.contract.queries import read_queries
     from pipeline.first_stage.bm25 import retrieve
-    from pipeline.io.queries import read_queries
 
     return {
         year: retrieve(dl_index, read_queries(trec_dl / topics), progress=False) for year, topics in DL_TOPICS.items()
@@ -56,8 +56,8 @@ def scifact(trec_dl: Path, tmp_path_factory: pytest.TempPathFactory) -> SciFact:
     """BEIR SciFact: corpus_train.csv (doc_id, title, abstract as a Python list of sentences)
     -> JSONL with title -> corpus store -> BM25 index; the 300 test claims of BEIR are the
     claim ids of claims_validation.csv (several rows per claim, one text)."""
+    from pipeline.contract.corpus import build_corpus_store, iter_passages
     from pipeline.first_stage.bm25 import build_index
-    from pipeline.io.corpus import build_corpus_store, iter_passages
 
     root = trec_dl.parent / "scifact"  # beside trec-dl in the shared data
     if not root.is_dir():

@@ -22,12 +22,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from pipeline.contract.qrels import read_qrels
+from pipeline.contract.queries import read_queries
+from pipeline.contract.run import ranked_lists, read_trec_run, write_trec_run
 from pipeline.evaluate import evaluate
 from pipeline.first_stage import bm25
 from pipeline.first_stage.runs import stats_path
 from pipeline.infra.errors import InputError
-from pipeline.io.queries import read_queries
-from pipeline.io.trec import ranked_lists, read_qrels, read_trec_run, write_trec_run
 
 engine = pytest.mark.engine
 

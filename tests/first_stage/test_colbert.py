@@ -22,12 +22,13 @@ import pandas as pd
 import pytest
 
 from pipeline.cli import main
+from pipeline.contract.corpus import CorpusStore
+from pipeline.contract.qrels import read_qrels
+from pipeline.contract.run import ranked_lists, read_trec_run, write_trec_run
 from pipeline.first_stage import colbert, colbert_ai
 from pipeline.first_stage.colbert_checkpoint import build_minilm_colbert_checkpoint
 from pipeline.first_stage.runs import stats_path
 from pipeline.infra.errors import InputError
-from pipeline.io.corpus import CorpusStore
-from pipeline.io.trec import ranked_lists, read_qrels, read_trec_run, write_trec_run
 
 # Session fixtures (checkpoint, subset store, index, runs): see colbert_fixtures.py.
 pytest_plugins = ["tests.first_stage.colbert_fixtures"]
@@ -266,7 +267,7 @@ def test_encoding_each_passage_once_builds_the_same_index(
     index pass); reusing the first encoding must give a bit-identical index."""
     from contextlib import nullcontext
 
-    from pipeline.io.corpus import build_corpus_store
+    from pipeline.contract.corpus import build_corpus_store
 
     store = CorpusStore(colbert_subset)
     ids = [d for batch in store.iter_batches() for d in batch.column("doc_id").to_pylist()][:150]
@@ -375,8 +376,8 @@ def test_full_candidate_pool(dl_store: Path, colbert_checkpoint: Path, trec_dl: 
     settings and 0.989 with every passage a candidate (ncells 32, threshold 0, ndocs 4 N:
     2-bit compression alone); nDCG@10 0.336 (DL19) / 0.383 (DL20).
     """
+    from pipeline.contract.queries import read_queries
     from pipeline.evaluate import evaluate
-    from pipeline.io.queries import read_queries
 
     index = tmp_path / "pool"
     provenance = colbert.build_index(dl_store / "corpus", index, colbert_checkpoint, progress=False)

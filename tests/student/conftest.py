@@ -58,7 +58,7 @@ def write_teacher_dataset(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.dataset import dataset_schema
+    from pipeline.contract.dataset import dataset_schema
 
     rows: dict[str, list] = {f.name: [] for f in dataset_schema(corpus is not None)}
     for qid, ranking in teacher.items():
@@ -87,8 +87,9 @@ def write_teacher_dataset(
 @pytest.fixture(scope="session")
 def dl19_lists(dl19_files):
     """(BM25 ranked lists, queries, qrels) of DL19."""
-    from pipeline.io.queries import read_queries
-    from pipeline.io.trec import ranked_lists, read_qrels, read_trec_run
+    from pipeline.contract.qrels import read_qrels
+    from pipeline.contract.queries import read_queries
+    from pipeline.contract.run import ranked_lists, read_trec_run
 
     return (
         ranked_lists(read_trec_run(dl19_files["run"])),
@@ -108,7 +109,7 @@ def teacher_dataset(dl19_lists, tmp_path_factory: pytest.TempPathFactory) -> Pat
 @pytest.fixture(scope="session")
 def eval_run(dl19_lists, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The BM25 run of the TRAIN_QIDS only."""
-    from pipeline.io.trec import run_from_lists, write_trec_run
+    from pipeline.contract.run import run_from_lists, write_trec_run
 
     path = tmp_path_factory.mktemp("eval") / "train-queries.run"
     write_trec_run(run_from_lists({q: dl19_lists[0][q] for q in TRAIN_QIDS}, "bm25"), path)

@@ -20,7 +20,7 @@ TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}  # fp32 on both sides; transformers 4.5
 @pytest.fixture(scope="module")
 def pairs(dl19_lists, dl19_files) -> list[dict]:
     """Real DL19 queries with 12 BM25 passages each (long ones: truncated to FAST's 32 tokens)."""
-    from pipeline.io.corpus import CorpusStore
+    from pipeline.contract.corpus import CorpusStore
     from pipeline.student.model import passage_text
 
     lists, queries, _ = dl19_lists
@@ -85,7 +85,7 @@ def test_we_load_a_checkpoint_lightning_ir_wrote(round_trip: dict, pairs: list[d
 def test_rerank_and_continue_training_from_a_lightning_ir_checkpoint(
     round_trip: dict, teacher_dataset: Path, dl19_files, eval_run: Path, tmp_path: Path
 ):
-    from pipeline.io.trec import read_trec_run
+    from pipeline.contract.run import read_trec_run
     from pipeline.student.train import TrainConfig, train
 
     checkpoint = str(round_trip["checkpoint"])

@@ -41,7 +41,7 @@ def published(teacher_frame: pd.DataFrame, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.mark.parametrize("layout", ["trec", "huggingface", "lightning-ir"])
 def test_each_layout_gives_the_lists_of_our_dataset(layout, published, teacher_dataset: Path, dl19_files):
-    from pipeline.io.corpus import CorpusStore
+    from pipeline.contract.corpus import CorpusStore
     from pipeline.student.data import TeacherLists, epoch_rng
 
     corpus = CorpusStore(dl19_files["corpus"])

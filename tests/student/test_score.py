@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.io.trec import read_trec_run
+from pipeline.contract.run import read_trec_run
 from tests.student.conftest import TRAIN_QIDS
 
 
@@ -59,9 +59,9 @@ def test_student_order_scores_strictly_decrease():
 
 
 def test_rerank_with_student_reproduces_the_trainers_evaluation(distilled: Path, dl19_lists, dl19_files):
+    from pipeline.contract.corpus import CorpusStore
+    from pipeline.contract.run import run_from_lists
     from pipeline.evaluate import evaluate
-    from pipeline.io.corpus import CorpusStore
-    from pipeline.io.trec import run_from_lists
     from pipeline.student.score import rerank_with_student
 
     lists, queries, qrels = dl19_lists

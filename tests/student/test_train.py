@@ -44,7 +44,7 @@ def test_distillation_lowers_the_loss_on_fixed_lists(distilled: Path, minilm: Pa
     """The RankNet loss of the same lists (no dropout) before and after training."""
     import torch
 
-    from pipeline.io.corpus import CorpusStore
+    from pipeline.contract.corpus import CorpusStore
     from pipeline.student.checkpoint import load_cross_encoder
     from pipeline.student.data import TeacherLists, epoch_rng
     from pipeline.student.losses import ranknet_loss
@@ -98,7 +98,7 @@ def test_metrics_schedule_checkpoints_and_provenance(distilled: Path):
 def resume_dataset(dl19_lists, dl19_files, tmp_path_factory) -> Path:
     """The stand-in teacher with passage text in the Parquet, one query cut to 3 candidates
     (shorter than the list size of 4: trained with what it has, padded under a mask)."""
-    from pipeline.io.corpus import CorpusStore
+    from pipeline.contract.corpus import CorpusStore
 
     lists, queries, qrels = dl19_lists
     teacher = stand_in_teacher(lists, qrels, TRAIN_QIDS)
@@ -201,8 +201,9 @@ def test_existing_checkpoints_without_resume_are_refused(tmp_path: Path, teacher
 def stage1_inputs(dl19_lists, dl19_files, tmp_path_factory) -> dict[str, Path]:
     """A run of 4 DL19 queries (1121709 has no passage of relevance >= 2 in its top 100) and
     the DL19 qrels of the passages in the corpus store (the store holds only the BM25 top 100)."""
-    from pipeline.io.corpus import CorpusStore
-    from pipeline.io.trec import run_from_lists, write_qrels, write_trec_run
+    from pipeline.contract.corpus import CorpusStore
+    from pipeline.contract.qrels import write_qrels
+    from pipeline.contract.run import run_from_lists, write_trec_run
 
     lists, _, qrels = dl19_lists
     out = tmp_path_factory.mktemp("stage1")
@@ -278,7 +279,7 @@ def test_zero_steps_writes_the_initial_model_as_the_result(minilm: Path, teacher
 
 
 def test_stage1_positive_not_in_corpus_is_named(stage1_inputs, dl19_files):
-    from pipeline.io.corpus import CorpusStore
+    from pipeline.contract.corpus import CorpusStore
     from pipeline.student.data import RelevanceLists
 
     with pytest.raises(InputError, match=r"doc '\d+' \(query '\d+'\) is not in the corpus"):
@@ -298,7 +299,7 @@ def test_stage1_positive_not_in_corpus_is_named(stage1_inputs, dl19_files):
 
 
 def test_stage1_query_without_any_relevant_passage_is_skipped_and_counted(stage1_inputs, dl19_files):
-    from pipeline.io.corpus import CorpusStore
+    from pipeline.contract.corpus import CorpusStore
     from pipeline.student.data import RelevanceLists, epoch_rng
 
     lists = RelevanceLists(
@@ -318,7 +319,7 @@ def test_stage1_query_without_any_relevant_passage_is_skipped_and_counted(stage1
 
 
 def test_lists_shorter_than_the_list_size_are_used_whole(teacher_dataset: Path, dl19_files):
-    from pipeline.io.corpus import CorpusStore
+    from pipeline.contract.corpus import CorpusStore
     from pipeline.student.data import TeacherLists, epoch_rng
 
     lists = TeacherLists(teacher_dataset, list_size=150, corpus=CorpusStore(dl19_files["corpus"]))
@@ -335,7 +336,7 @@ def test_lists_shorter_than_the_list_size_are_used_whole(teacher_dataset: Path, 
 
 
 def test_doc_not_in_corpus_is_named(dl19_lists, dl19_files, tmp_path: Path):
-    from pipeline.io.corpus import CorpusStore
+    from pipeline.contract.corpus import CorpusStore
     from pipeline.student.data import TeacherLists
 
     lists, queries, _ = dl19_lists

@@ -25,7 +25,7 @@ def dl19_inputs(dl_store: Path) -> list[str]:
 
 def log_records(run: Path) -> list[dict]:
     """The reply log of `run` without timings, in (qid, window) order: equal for equal work."""
-    from pipeline.teacher.reply_log import read_reply_log
+    from pipeline.contract.reply_log import read_reply_log
 
     return sorted(
         (
@@ -102,9 +102,9 @@ def renderer(tiny_mistral: Path):
 @pytest.fixture(scope="session")
 def dl19(dl_store: Path):
     """(ranked candidate lists, queries, corpus store) of the DL19 BM25 top-100."""
-    from pipeline.io.corpus import CorpusStore
-    from pipeline.io.queries import read_queries
-    from pipeline.io.trec import ranked_lists, read_trec_run
+    from pipeline.contract.corpus import CorpusStore
+    from pipeline.contract.queries import read_queries
+    from pipeline.contract.run import ranked_lists, read_trec_run
 
     lists = ranked_lists(read_trec_run(dl_store / "runs" / "retrieve_results_dl19.run"))
     return lists, read_queries(dl_store / "queries.tsv"), CorpusStore(dl_store / "corpus")

@@ -11,11 +11,11 @@ from typing import ClassVar
 
 import pytest
 
+from pipeline.contract.reply_log import read_reply_log
 from pipeline.teacher.backends import Request
 from pipeline.teacher.backends.openai_server import OpenAIBackend
 from pipeline.teacher.prompts import build_messages, load_prompt
 from pipeline.teacher.render import PromptRenderer
-from pipeline.teacher.reply_log import read_reply_log
 from pipeline.teacher.rerank import Teacher, TeacherSettings
 
 

@@ -14,6 +14,7 @@ from typing import ClassVar
 import pytest
 
 from pipeline.cli import main
+from pipeline.contract.reply_log import read_reply_log
 from pipeline.infra.errors import InputError
 from pipeline.teacher.backends import Request
 from pipeline.teacher.backends.openai_server import OpenAIBackend
@@ -22,7 +23,6 @@ from pipeline.teacher.identifiers import identifiers
 from pipeline.teacher.parse import rank_by_logprobs
 from pipeline.teacher.prompts import build_messages, load_prompt
 from pipeline.teacher.render import messages_sha256
-from pipeline.teacher.reply_log import read_reply_log
 from pipeline.teacher.rerank import Teacher
 from pipeline.teacher.reuse import ReplyIndex, ReusingBackend
 from pipeline.teacher.settings import TeacherSettings

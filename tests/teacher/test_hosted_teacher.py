@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from pipeline.io.corpus import CorpusStore
+from pipeline.contract.corpus import CorpusStore
+from pipeline.contract.reply_log import read_reply_log
 from pipeline.teacher.prompts import build_messages, load_prompt
 from pipeline.teacher.render import messages_sha256
-from pipeline.teacher.reply_log import read_reply_log
 from tests.teacher.conftest import dl19_inputs, log_records
 from tests.teacher.openai_standin import StandIn, ranking
 

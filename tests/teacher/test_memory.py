@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.io.corpus import CorpusStore
-from pipeline.io.queries import read_queries
-from pipeline.io.run_lists import read_rerank_lists
+from pipeline.contract.corpus import CorpusStore
+from pipeline.contract.queries import read_queries
+from pipeline.contract.rerank_inputs import read_rerank_lists
 from pipeline.teacher.backends.replay import ReplayBackend
 from pipeline.teacher.prompts import load_prompt
 from pipeline.teacher.render import PromptRenderer

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
+from pipeline.contract.run import ranked_lists, read_trec_run
 from pipeline.infra.errors import InputError
-from pipeline.io.trec import ranked_lists, read_trec_run
 from pipeline.teacher.rank_llm_dump import ingest_files, read_rank_llm_dump
 from tests.conftest import SHARED_DATA
 from tests.teacher.conftest import RANKVICUNA, dl19_inputs

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
+from pipeline.contract.reply_log import ReplyLogWriter, read_reply_log
 from pipeline.infra.errors import InputError
-from pipeline.teacher.reply_log import ReplyLogWriter, read_reply_log
 from tests.teacher.conftest import dl19_inputs
 
 

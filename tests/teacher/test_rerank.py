@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.contract.reply_log import read_reply_log
 from pipeline.infra.errors import InputError
 from pipeline.teacher.backends.replay import ReplayBackend
 from pipeline.teacher.prompts import load_prompt
-from pipeline.teacher.reply_log import read_reply_log
 from pipeline.teacher.rerank import Teacher, TeacherSettings, permutation_regex
 
 N_QUERIES = 4  # x 9 windows

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.contract.reply_log import read_reply_log
 from pipeline.infra.crash_points import VARIABLE, crash_point_setting, wait_for_crash_point
-from pipeline.teacher.reply_log import read_reply_log
 from tests.teacher.conftest import dl19_inputs
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from pipeline.teacher.reply_log import read_reply_log
+from pipeline.contract.reply_log import read_reply_log
 from tests.teacher.conftest import log_records
 
 pytestmark = pytest.mark.engine

@@ -17,10 +17,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pipeline.contract.reply_log import read_settings, reply_log_records
 from pipeline.infra.errors import InputError
 from pipeline.teacher.backends import Request
-from pipeline.teacher.reply_log import reply_log_records
-from pipeline.teacher.reuse import ReplyIndex, ReusingBackend, logged_reply, read_settings_sidecar
+from pipeline.teacher.reuse import ReplyIndex, ReusingBackend, logged_reply
 
 
 def replay_logs(path: Path) -> list[Path]:
@@ -37,7 +37,7 @@ def replay_logs(path: Path) -> list[Path]:
 
 def replay_settings(path: Path) -> dict[str, Any] | None:
     """The settings the replayed replies were written under (of the first log; None if unknown)."""
-    return read_settings_sidecar(replay_logs(path)[0])
+    return read_settings(replay_logs(path)[0])
 
 
 class ReplayBackend(ReusingBackend):

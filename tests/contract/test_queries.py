@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.contract.queries import read_queries, write_queries
 from pipeline.infra.errors import InputError
-from pipeline.io.queries import read_queries, write_queries
 
 
 def test_reads_shared_topics(trec_dl: Path):

@@ -1,8 +1,12 @@
-"""The reply log: one JSON line per completed window, appended as it completes.
+"""The reply log (`OUT.log.jsonl`): one JSON line per completed window, appended as it completes.
 
 It is the teacher's ground truth: the output run is re-derived from it, a crashed run
 resumes from it, and `--backend replay:LOG` re-ranks from it without a model. A kill -9
 can leave at most one partial last line, which `read_reply_log` drops and truncates away.
+Ordering: records in the order windows complete; a query's windows in window order (a merged
+log, `distillm merge-shards`: grouped by query, in run order). Beside the log, `LOG.settings.json`
+holds the settings it was written under (`read_settings`, `write_settings`): a log continues,
+and its replies are reused, only under the same.
 
 Record fields: qid; window (processing order, 0 = bottom window); start_rank, end_rank
 (1-based, inclusive, in the ranking as it was when the window was built); doc_ids (in
@@ -18,7 +22,8 @@ thoughts written in the reply as `<think>...</think>` stay in `reply`); reasonin
 part of completion_tokens spent on them); think_opened (the prompt itself ended inside an opened
 `<think>`); context_retries (the prompts of this window a server refused as longer than its
 model's context, each {words_per_passage, prompt_sha256, error}, before the one answered).
-Records are made by `pipeline.teacher.records.window_record`.
+Records are made by `pipeline.teacher.replies.window_record`; `repairs` holds names of REPAIRS,
+REASONING_CUT_OFF and PROMPT_OVERFLOW.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pipeline.contract.lines import decode_utf8
 from pipeline.infra.crash_points import crash_point
 from pipeline.infra.errors import InputError, naming_the_file
 
@@ -39,6 +45,42 @@ try:
 except ImportError:  # pragma: no cover - it comes with the environment (vLLM's dependencies)
     orjson = None
 _NOT_PARSED = object()
+
+# a record's `repairs`: what was repaired in the reply (pipeline.teacher.replies), in this order
+REPAIRS = ("wrong_format", "repetition", "missing", "out_of_range")
+REASONING_CUT_OFF = "reasoning_cut_off"  # the reply ended inside its reasoning: no answer to read
+PROMPT_OVERFLOW = "prompt_overflow"  # no prompt fitted: no model was asked, the order is kept
+
+
+def reply_log_path(run_path: str | Path) -> Path:
+    """Where a teacher run's reply log goes by default: RUN.log.jsonl beside RUN."""
+    run_path = Path(run_path)
+    return run_path.with_name(run_path.name + ".log.jsonl")
+
+
+def settings_path(log_path: str | Path) -> Path:
+    """The settings file beside a reply log: LOG.settings.json."""
+    log_path = Path(log_path)
+    return log_path.with_name(log_path.name + ".settings.json")
+
+
+def read_settings(log_path: str | Path) -> dict[str, Any] | None:
+    """The settings a log was written under (None: no settings file beside it)."""
+    sidecar = settings_path(log_path)
+    if not sidecar.is_file():
+        return None
+    try:
+        return json.loads(sidecar.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(sidecar, None, f"not a valid settings JSON ({e})") from None
+
+
+def write_settings(log_path: str | Path, settings: dict[str, Any]) -> None:
+    """Write the settings file beside a reply log."""
+    sidecar = settings_path(log_path)
+    sidecar.parent.mkdir(parents=True, exist_ok=True)
+    with naming_the_file(sidecar):
+        sidecar.write_text(json.dumps(settings, indent=2) + "\n")
 
 
 def read_reply_log(path: str | Path, repair_tail: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -97,12 +139,7 @@ def _parse_line(path: Path, number: int, raw: bytes, offset: int) -> dict[str, A
 
 
 def _parse_slowly(path: Path, number: int, raw: bytes, offset: int) -> Any:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(
-            path, number, f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at byte offset {offset + e.start} of the file)"
-        ) from None
+    text = decode_utf8(path, number, raw, offset)
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:

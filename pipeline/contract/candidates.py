@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.contract.corpus import Passage
+from pipeline.contract.lines import decode_utf8
+from pipeline.contract.run import RUN_COLUMNS
 from pipeline.infra.errors import InputError
-from pipeline.schemas import RUN_COLUMNS, Passage
 
 
 @dataclass
@@ -38,12 +40,7 @@ def read_candidates(path: str | Path, tag: str = "candidates") -> Candidates:
     except FileNotFoundError:
         raise InputError(path, None, "file not found") from None
     try:
-        entries = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise InputError(
-            path, line, f"not valid UTF-8 (byte 0x{data[e.start]:02x} at byte offset {e.start} of the file)"
-        ) from None
+        entries = json.loads(decode_utf8(path, None, data, offset=0))
     except json.JSONDecodeError as e:
         raise InputError(path, e.lineno, f"invalid JSON: {e.msg}") from None
     del data

@@ -5,13 +5,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from pipeline.contract.candidates import read_candidates
+from pipeline.contract.corpus import CorpusStore, Passage, UnknownDocError, build_corpus_store, iter_passages
+from pipeline.contract.queries import read_queries
+from pipeline.contract.rerank_inputs import check_run_references
+from pipeline.contract.run import read_trec_run
 from pipeline.infra.errors import InputError
-from pipeline.io.candidates import read_candidates
-from pipeline.io.checks import check_run_references
-from pipeline.io.corpus import CorpusStore, UnknownDocError, build_corpus_store, iter_passages
-from pipeline.io.queries import read_queries
-from pipeline.io.trec import read_trec_run
-from pipeline.schemas import Passage
 
 
 def test_store_holds_the_union_of_dl_candidates(dl_store: Path, trec_dl: Path):
@@ -107,8 +106,8 @@ _POOLS: list[pa.MemoryPool] = []
 def test_lookups_read_only_their_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows_per_lookup: int):
     """A lookup reads its rows from the memory-mapped batches: it never copies the corpus (Arrow's
     `Table.take` concatenates a chunked column first, ~4 MiB here, the whole corpus at MS MARCO size)."""
-    monkeypatch.setattr("pipeline.io.corpus._BATCH_ROWS", 50)
-    monkeypatch.setattr("pipeline.io.corpus._SCALAR_LOOKUPS", 20)
+    monkeypatch.setattr("pipeline.contract.corpus._BATCH_ROWS", 50)
+    monkeypatch.setattr("pipeline.contract.corpus._SCALAR_LOOKUPS", 20)
     texts = {f"d{i}": f"passage {i} " + "x" * 2000 for i in range(2000)}
     passages = ((i, Passage(d, t, "T" if i % 3 else None)) for i, (d, t) in enumerate(texts.items()))
     store = build_corpus_store(passages, tmp_path / "store", "synthetic", progress=False)

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.contract.rerank_inputs import read_rerank_inputs, read_rerank_lists
+from pipeline.contract.run import ranked_lists, read_trec_run
 from pipeline.infra.errors import InputError
-from pipeline.io.checks import read_rerank_inputs
-from pipeline.io.run_lists import read_rerank_lists
-from pipeline.io.trec import ranked_lists, read_trec_run
 
 
 def inputs(dl_store: Path) -> tuple[Path, Path, Path]:

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.contract.candidates import read_candidates
+from pipeline.contract.run import ranked_lists, read_trec_run
 from pipeline.infra.errors import InputError
-from pipeline.io.candidates import read_candidates
-from pipeline.io.trec import ranked_lists, read_trec_run
 
 
 def test_candidates_match_the_trec_run(trec_dl: Path):

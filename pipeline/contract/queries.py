@@ -1,12 +1,15 @@
-"""Query files: TSV `qid<TAB>text` or JSONL `{"qid", "text"}`; every query must have text."""
+"""Queries: TSV `qid<TAB>text` or JSONL `{"qid", "text"}` files, or `irds:<id>`; every query has text.
+
+In memory queries are `{qid: text}` in file order (the order they were read in).
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from pipeline.contract.irds import irds_dataset, irds_records, is_irds
+from pipeline.contract.lines import first_key, iter_lines, json_object
 from pipeline.infra.errors import InputError
-from pipeline.io.lines import iter_lines
 
 _QID_KEYS = ("qid", "query_id", "_id", "id")
 _TEXT_KEYS = ("text", "query", "title")
@@ -48,17 +51,25 @@ def read_queries(path: str | Path) -> dict[str, str]:
 
 
 def _parse_json_query(path: Path, number: int, line: str) -> tuple[str, str]:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise InputError(path, number, f"invalid JSON: {e.msg}") from None
-    if not isinstance(record, dict):
-        raise InputError(path, number, "expected a JSON object")
-    qid = next((record[k] for k in _QID_KEYS if k in record), None)
-    text = next((record[k] for k in _TEXT_KEYS if k in record), None)
+    record = json_object(path, number, line)
+    qid, text = first_key(record, _QID_KEYS), first_key(record, _TEXT_KEYS)
     if qid is None or text is None:
         raise InputError(path, number, f"expected a query id ({'/'.join(_QID_KEYS)}) and text ({'/'.join(_TEXT_KEYS)})")
     return str(qid), str(text)
+
+
+def load_queries(spec: str | Path) -> dict[str, str]:
+    """{qid: text} from a query file or `irds:` id (empty query texts raise InputError)."""
+    spec = str(spec)
+    if not is_irds(spec):
+        return read_queries(spec)
+    dataset = irds_dataset(spec)
+    queries: dict[str, str] = {}
+    for number, query in enumerate(irds_records(spec, "queries", dataset.queries_iter), start=1):
+        if not query.text.strip():
+            raise InputError(spec, number, f"query {query.query_id!r} has empty text")
+        queries[str(query.query_id)] = query.text.strip()
+    return queries
 
 
 def write_queries(queries: dict[str, str], path: str | Path) -> None:

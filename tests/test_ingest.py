@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
+from pipeline.contract.corpus import CorpusStore
+from pipeline.contract.qrels import read_qrels
+from pipeline.contract.queries import read_queries
+from pipeline.contract.run import ranked_lists, read_trec_run
 from pipeline.infra.errors import InputError
 from pipeline.ingest import ingest_candidates, sample_queries
-from pipeline.io.corpus import CorpusStore
-from pipeline.io.queries import read_queries
-from pipeline.io.trec import ranked_lists, read_qrels, read_trec_run
 
 EXTRA = [{"doc_id": f"extra-{i}", "text": f"a passage no query retrieved, number {i}"} for i in range(5)]
 

@@ -1,9 +1,17 @@
-"""Passage corpora: streaming readers (TSV, JSONL) and the memory-mapped corpus store.
+"""The corpus store: passages kept memory-mapped, built from TSV/JSONL files or `irds:<id>`.
 
-MS MARCO has 8.8M passages, so a corpus is never held as Python objects. The store
-keeps the text in an Arrow IPC file that is memory-mapped, and the ids as a sorted
-fixed-width byte array (`ids.npy`, also memory-mapped) searched by bisection, so
-looking up the text of a query's 100 candidates touches only those rows.
+MS MARCO has 8.8M passages, so a corpus is never held as Python objects. The store (a
+directory, built by `distillm ingest corpus`) keeps the text in an Arrow IPC file that is
+memory-mapped, and the ids as a sorted fixed-width byte array searched by bisection, so
+looking up the text of a query's 100 candidates touches only those rows:
+
+    passages.arrow  Arrow IPC file, columns CORPUS_SCHEMA (doc_id, text, title), in source order
+    ids.npy         the doc ids as sorted fixed-width bytes (memory-mapped, binary search)
+    rows.npy        int64, the row in passages.arrow of each sorted id
+    store.json      format version, passage count, source, whether titles exist
+
+Ordering: passages stay in the order of their source (`iter_batches` streams them so, for
+indexers); lookups (`passages`) return them in the order asked for. A doc id occurs once.
 """
 
 from __future__ import annotations
@@ -13,19 +21,37 @@ import os
 import shutil
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from pipeline.contract.irds import irds_dataset, irds_records, is_irds
+from pipeline.contract.lines import first_key, iter_lines, json_object
 from pipeline.infra.errors import InputError
-from pipeline.io.lines import iter_lines
-from pipeline.schemas import CORPUS_SCHEMA, CORPUS_STORE_FORMAT, Passage
+
+DOC_ID, TEXT, TITLE = "doc_id", "text", "title"
+CORPUS_SCHEMA = pa.schema(
+    [
+        pa.field(DOC_ID, pa.string(), nullable=False),
+        pa.field(TEXT, pa.string(), nullable=False),
+        pa.field(TITLE, pa.string(), nullable=True),
+    ]
+)
+CORPUS_STORE_FORMAT = "distillm-corpus/1"
 
 _ID_KEYS = ("doc_id", "docid", "_id", "id", "pid")
 _TEXT_KEYS = ("text", "contents", "content", "segment", "body")
 _BATCH_ROWS = 65_536
 _SCALAR_LOOKUPS = 1_000  # up to this many rows per lookup, read row by row; more: one take per batch
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    doc_id: str
+    text: str
+    title: str | None = None
 
 
 def iter_passages(path: str | Path) -> Iterator[tuple[int, Passage]]:
@@ -60,18 +86,28 @@ def _parse_tsv_passage(path: Path, number: int, line: str) -> Passage:
 
 
 def _parse_json_passage(path: Path, number: int, line: str) -> Passage:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise InputError(path, number, f"invalid JSON: {e.msg}") from None
-    if not isinstance(record, dict):
-        raise InputError(path, number, "expected a JSON object")
-    doc_id = next((record[k] for k in _ID_KEYS if k in record), None)
-    text = next((record[k] for k in _TEXT_KEYS if k in record), None)
+    record = json_object(path, number, line)
+    doc_id, text = first_key(record, _ID_KEYS), first_key(record, _TEXT_KEYS)
     if doc_id is None or text is None:
         raise InputError(path, number, f"expected an id ({'/'.join(_ID_KEYS)}) and text ({'/'.join(_TEXT_KEYS)})")
     title = record.get("title") or None
     return Passage(str(doc_id).strip(), str(text), None if title is None else str(title))
+
+
+def load_passages(spec: str | Path) -> Iterator[tuple[int, Passage]]:
+    """Stream (line or record number, Passage) from a corpus file or `irds:` id."""
+    spec = str(spec)
+    if not is_irds(spec):
+        yield from iter_passages(spec)
+        return
+    dataset = irds_dataset(spec)
+
+    def records() -> Iterator[tuple[int, Passage]]:
+        for number, doc in enumerate(dataset.docs_iter(), start=1):
+            title = getattr(doc, "title", None) or None
+            yield number, Passage(str(doc.doc_id), doc.text, title)
+
+    yield from irds_records(spec, "documents", records)
 
 
 def build_corpus_store(
@@ -94,24 +130,24 @@ def build_corpus_store(
     id_parts: list[np.ndarray] = []
     lines = array("q")
     has_title = False
-    batch: dict[str, list] = {"doc_id": [], "text": [], "title": []}
+    batch: dict[str, list] = {name: [] for name in CORPUS_SCHEMA.names}
 
     def flush() -> None:
         writer.write_batch(pa.record_batch(batch, schema=CORPUS_SCHEMA))
-        id_parts.append(np.array([d.encode("utf-8") for d in batch["doc_id"]], dtype=bytes))
+        id_parts.append(np.array([d.encode("utf-8") for d in batch[DOC_ID]], dtype=bytes))
         for values in batch.values():
             values.clear()
 
     with pa.OSFile(str(tmp / "passages.arrow"), "wb") as sink, pa.ipc.new_file(sink, CORPUS_SCHEMA) as writer:
         for number, passage in tqdm(passages, desc="corpus", unit=" passages", disable=not progress):
-            batch["doc_id"].append(passage.doc_id)
-            batch["text"].append(passage.text)
-            batch["title"].append(passage.title)
+            batch[DOC_ID].append(passage.doc_id)
+            batch[TEXT].append(passage.text)
+            batch[TITLE].append(passage.title)
             has_title = has_title or passage.title is not None
             lines.append(number)
-            if len(batch["doc_id"]) >= _BATCH_ROWS:
+            if len(batch[DOC_ID]) >= _BATCH_ROWS:
                 flush()
-        if batch["doc_id"]:
+        if batch[DOC_ID]:
             flush()
     if not id_parts:
         raise InputError(source, None, "corpus is empty")
@@ -214,7 +250,7 @@ class CorpusStore:
         cuts = np.flatnonzero(np.diff(batch_of[order])) + 1
         for group in np.split(order, cuts):  # many rows (export): one take per record batch
             taken = self._batches[int(batch_of[group[0]])].take(pa.array(local[group], type=pa.int64()))
-            columns = (taken.column(name).to_pylist() for name in ("doc_id", "text", "title"))
+            columns = (taken.column(name).to_pylist() for name in CORPUS_SCHEMA.names)
             for position, d, t, ti in zip(group.tolist(), *columns, strict=True):
                 passages[position] = Passage(d, t, ti)
         return passages  # type: ignore[return-value]

@@ -1,1 +1,0 @@
-"""Readers and writers for the formats of the data contract (`pipeline.schemas`)."""
