@@ -24,10 +24,10 @@ import time
 from pathlib import Path
 
 from pipeline.contract.queries import read_queries
-from pipeline.data_fetch import data_root
 from pipeline.first_stage import bm25
 from pipeline.first_stage.java import runtime_versions, start_jvm
-from pipeline.ingest import ingest_candidates
+from pipeline.ingestion import ingest_candidates
+from pipeline.shared_data import data_root
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -75,10 +75,11 @@ def main() -> None:
     from pipeline.contract.qrels import read_qrels
     from pipeline.contract.queries import read_queries
     from pipeline.contract.run import ranked_lists, read_trec_run
-    from pipeline.evaluate import evaluate
-    from pipeline.first_stage import colbert, colbert_ai
+    from pipeline.evaluation.measures import evaluate
+    from pipeline.first_stage import colbert
+    from pipeline.first_stage import colbert_runtime as colbert_ai
     from pipeline.first_stage.colbert_checkpoint import build_minilm_colbert_checkpoint
-    from pipeline.ingest import ingest_candidates
+    from pipeline.ingestion import ingest_candidates
 
     queries: dict[str, str] = {}
     for topics in TOPICS.values():
@@ -259,9 +260,9 @@ def reference_indexing(corpus: Path, checkpoint: Path, ours: Path, tmp: Path) ->
     from colbert.infra import ColBERTConfig, Run, RunConfig
 
     from pipeline.contract.corpus import CorpusStore
-    from pipeline.first_stage import colbert
+    from pipeline.first_stage import colbert, colbert_runtime
 
-    texts = list(colbert._StorePassages(CorpusStore(corpus)))
+    texts = list(colbert_runtime.StorePassages(CorpusStore(corpus)))
     config = ColBERTConfig(nbits=colbert.NBITS, doc_maxlen=colbert.DOC_MAXLEN, kmeans_niters=colbert.KMEANS_NITERS)
     started = time.perf_counter()
     with Run().context(RunConfig(nranks=1, avoid_fork_if_possible=True, index_root=str(tmp), root=str(tmp))):

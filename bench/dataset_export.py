@@ -34,9 +34,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.contract.corpus import Passage, build_corpus_store  # noqa: E402
+from pipeline.contract.dataset import write_shards  # noqa: E402
 from pipeline.contract.queries import load_queries  # noqa: E402
 from pipeline.contract.run import read_trec_run, write_trec_run  # noqa: E402
-from pipeline.dataset.export import teacher_rows, write_shards  # noqa: E402
+from pipeline.dataset.rows import teacher_rows  # noqa: E402
 
 N_QUERIES, DEPTH, POOL, SEED = 10_000, 100, 200_000, 0
 # Runs a pipeline command; reports its wall time and peak RSS. VmHWM, not ru_maxrss: after

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.data_fetch import data_root  # data/shared, else ../shared
+from pipeline.shared_data import data_root  # data/shared, else ../shared
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DISTILLM_SHARED", data_root(REPO)))

@@ -41,10 +41,12 @@ def measure_tokens(work: Path) -> dict:
     from pipeline.contract.queries import read_queries
     from pipeline.contract.reply_log import read_reply_log
     from pipeline.contract.run import ranked_lists, read_trec_run
-    from pipeline.ingest import ingest_candidates
+    from pipeline.ingestion import ingest_candidates
     from pipeline.offline_models import build_tiny_mistral
+    from pipeline.teacher.driver import Teacher
     from pipeline.teacher.prompts import load_prompt
-    from pipeline.teacher.rerank import PromptRenderer, Teacher, TeacherSettings
+    from pipeline.teacher.render import PromptRenderer
+    from pipeline.teacher.settings import TeacherSettings
 
     ingest_candidates([TREC_DL / "retrieve_results_dl19.json", TREC_DL / "retrieve_results_dl20.json"], work)
     lists = {}

@@ -95,12 +95,12 @@ class InstantBackend:
 def instant_run(run: str, queries: str, corpus: str, out: str) -> dict:
     """One teacher run over `run` with the instant backend, as `distillm rerank` runs it."""
     from pipeline.contract.rerank_inputs import read_rerank_lists
+    from pipeline.teacher.driver import Teacher
+    from pipeline.teacher.job import run_to_files
     from pipeline.teacher.prompts import load_prompt, passage_content
     from pipeline.teacher.render import PromptRenderer
-    from pipeline.teacher.rerank import Teacher
-    from pipeline.teacher.resume import prepare_log
-    from pipeline.teacher.run_files import run_to_files
-    from pipeline.teacher.settings import TeacherSettings, settings_record
+    from pipeline.teacher.resume import prepare_log, settings_record
+    from pipeline.teacher.settings import TeacherSettings
 
     # The synthetic store repeats the 9,658 DL texts, so after the first ~10k passages ftfy's
     # cost (~1.6 ms for each passage it must repair) is cached away whatever the run's size;

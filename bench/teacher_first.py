@@ -41,12 +41,12 @@ def main() -> None:
     from pipeline.contract.reply_log import read_reply_log
     from pipeline.contract.run import ranked_lists, read_trec_run
     from pipeline.infra.versions import TEACHER_PACKAGES, versions
-    from pipeline.ingest import ingest_candidates
+    from pipeline.ingestion import ingest_candidates
     from pipeline.offline_models import build_tiny_mistral
     from pipeline.teacher.backends.vllm_engine import VLLMBackend
+    from pipeline.teacher.driver import Teacher
     from pipeline.teacher.prompts import load_prompt
     from pipeline.teacher.render import PromptRenderer
-    from pipeline.teacher.rerank import Teacher
     from pipeline.teacher.settings import TeacherSettings
 
     parser = argparse.ArgumentParser()

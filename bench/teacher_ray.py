@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.data_fetch import data_root  # noqa: E402  (data/shared, else ../shared)
+from pipeline.shared_data import data_root  # noqa: E402  (data/shared, else ../shared)
 
 SHARED = Path(os.environ.get("DISTILLM_SHARED", data_root(REPO)))
 
@@ -37,8 +37,8 @@ def main() -> None:
     import ray
 
     from pipeline.cli import main as distillm
-    from pipeline.ingest import ingest_candidates
-    from pipeline.teacher.rank_llm_dump import ingest_files
+    from pipeline.ingestion import ingest_candidates
+    from pipeline.teacher.recorded_replies import ingest_files
 
     work = Path(tempfile.mkdtemp(prefix="bench-ray-"))
     ingest_candidates([SHARED / "data" / "trec-dl" / "retrieve_results_dl19.json"], work)

@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.data_fetch import data_root  # noqa: E402  (data/shared, else ../shared)
+from pipeline.shared_data import data_root  # noqa: E402  (data/shared, else ../shared)
 
 SHARED = Path(os.environ.get("DISTILLM_SHARED", data_root(REPO)))
 
@@ -31,12 +31,14 @@ from pipeline.contract.corpus import CorpusStore  # noqa: E402
 from pipeline.contract.qrels import read_qrels  # noqa: E402
 from pipeline.contract.queries import read_queries  # noqa: E402
 from pipeline.contract.run import ranked_lists, read_trec_run, run_from_lists  # noqa: E402
-from pipeline.evaluate import evaluate  # noqa: E402
-from pipeline.ingest import ingest_candidates  # noqa: E402
-from pipeline.teacher.backends.replay import ReplayBackend  # noqa: E402
+from pipeline.evaluation.measures import evaluate  # noqa: E402
+from pipeline.ingestion import ingest_candidates  # noqa: E402
+from pipeline.teacher.driver import Teacher  # noqa: E402
 from pipeline.teacher.prompts import load_prompt, passage_content  # noqa: E402
-from pipeline.teacher.rank_llm_dump import ingest_files  # noqa: E402
-from pipeline.teacher.rerank import PromptRenderer, Teacher, TeacherSettings  # noqa: E402
+from pipeline.teacher.recorded_replies import ingest_files  # noqa: E402
+from pipeline.teacher.render import PromptRenderer  # noqa: E402
+from pipeline.teacher.reuse import ReplayBackend  # noqa: E402
+from pipeline.teacher.settings import TeacherSettings  # noqa: E402
 
 
 def main() -> None:

@@ -53,7 +53,7 @@ RUN = "runs/retrieve_results_dl19.run"
 
 def prepare(out: Path) -> None:
     """DL19's BM25 top-100 (run, queries, corpus store) and RankZephyr's tokenizer, into out."""
-    from pipeline.ingest import ingest_candidates
+    from pipeline.ingestion import ingest_candidates
     from pipeline.offline_models import save_rankzephyr_tokenizer
 
     counts = ingest_candidates([SHARED / "data" / "trec-dl" / "retrieve_results_dl19.json"], out)
@@ -130,9 +130,9 @@ def main() -> int:
     from pipeline.contract.run import ranked_lists, read_trec_run
     from pipeline.infra.versions import TEACHER_PACKAGES, versions
     from pipeline.teacher.backends.hf_generate import TransformersBackend
+    from pipeline.teacher.driver import Teacher
     from pipeline.teacher.prompts import load_prompt
     from pipeline.teacher.render import PromptRenderer
-    from pipeline.teacher.rerank import Teacher
     from pipeline.teacher.settings import TeacherSettings
     from pipeline.teacher.windows import sliding_windows
 

@@ -40,7 +40,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.data_fetch import data_root  # noqa: E402  (data/shared, else ../shared)
+from pipeline.shared_data import data_root  # noqa: E402  (data/shared, else ../shared)
 
 SHARED = Path(os.environ.get("DISTILLM_SHARED", data_root(REPO)))
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
@@ -61,12 +61,12 @@ def main() -> None:
     from pipeline.contract.reply_log import read_reply_log
     from pipeline.contract.run import ranked_lists, read_trec_run
     from pipeline.infra.versions import TEACHER_PACKAGES, versions
-    from pipeline.ingest import ingest_candidates
+    from pipeline.ingestion import ingest_candidates
     from pipeline.offline_models import build_tiny_mistral
     from pipeline.teacher.backends.vllm_engine import VLLMBackend
+    from pipeline.teacher.driver import Teacher
     from pipeline.teacher.prompts import fit_messages, load_prompt
     from pipeline.teacher.render import PromptRenderer, permutation_regex
-    from pipeline.teacher.rerank import Teacher
     from pipeline.teacher.settings import TeacherSettings
 
     parser = argparse.ArgumentParser()
@@ -94,7 +94,7 @@ def main() -> None:
     settings = TeacherSettings(model=str(model), constrained=args.constrained)
     template = load_prompt(settings.prompt)
     backend = VLLMBackend(str(model), dtype="float32", engine_args={"enable_prefix_caching": False})
-    max_tokens = Teacher(backend, renderer, settings, template, corpus).reply_tokens(20)
+    max_tokens = Teacher(backend, renderer, settings, template, corpus).prompts.reply_tokens(20)
     extra = {}
     if args.constrained:
         from vllm.sampling_params import StructuredOutputsParams

@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.data_fetch import data_root  # noqa: E402  (data/shared, else ../shared)
+from pipeline.shared_data import data_root  # noqa: E402  (data/shared, else ../shared)
 
 
 def build_tiny_ranker(out: Path, shared: Path, steps: int = 300, seed: int = 0) -> Path:
@@ -34,10 +34,10 @@ def build_tiny_ranker(out: Path, shared: Path, steps: int = 300, seed: int = 0) 
     from pipeline.contract.corpus import CorpusStore
     from pipeline.contract.queries import read_queries
     from pipeline.contract.run import ranked_lists, read_trec_run
-    from pipeline.ingest import ingest_candidates
+    from pipeline.ingestion import ingest_candidates
     from pipeline.offline_models import build_tiny_mistral
     from pipeline.teacher.prompts import build_messages, load_prompt
-    from pipeline.teacher.rerank import PromptRenderer
+    from pipeline.teacher.render import PromptRenderer
     from pipeline.teacher.windows import sliding_windows
 
     if (out / "config.json").exists():

@@ -1,6 +1,6 @@
-"""`distillm`: one subcommand per pipeline stage.
+"""`distillm`: one subcommand per pipeline stage, one module per command (`pipeline.commands`).
 
-Each stage module owns its arguments (`register(subparsers)`); heavy libraries (torch,
+Each command module declares its flags and calls its stage's library; heavy libraries (torch,
 vLLM, Pyserini) are imported only when their command runs, so `distillm --help` is fast.
 """
 
@@ -11,11 +11,47 @@ import logging
 import os
 import sys
 
-from pipeline import __version__, data_fetch, evaluate, ingest, offline_models, report, rerank
+from pipeline import __version__
+from pipeline.commands import (
+    card,
+    data,
+    evaluate,
+    export,
+    fetch_dataset,
+    index,
+    ingest,
+    merge_shards,
+    offline_model,
+    publish,
+    report,
+    rerank,
+    retrieve,
+    study,
+    train,
+    validate,
+)
 from pipeline.infra.errors import InputError, OutOfSpace, ServiceError
 from pipeline.infra.watchdog import StallError
-from pipeline.student import train as student_train
-from pipeline.study import command as study_command
+
+# in the order `distillm --help` lists them: the stages in the order they run, then the tools
+COMMANDS = (
+    ingest,
+    index,
+    retrieve,
+    rerank,
+    merge_shards,
+    evaluate,
+    report,
+    study,
+    train,
+    export,
+    validate,
+    card,
+    publish,
+    fetch_dataset,
+    offline_model,
+    data,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,44 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    ingest.register(sub)
-    _register_first_stages(sub)
-    _register_teacher(sub)
-    evaluate.register(sub)
-    report.register(sub)
-    study_command.register(sub)
-    student_train.register(sub)
-    from pipeline.dataset import card, export, validate, zenodo
-
-    export.register(sub)
-    validate.register(sub)
-    card.register(sub)
-    zenodo.register(sub)
-    offline_models.register(sub)
-    data_fetch.register(sub)
+    for command in COMMANDS:
+        command.register(sub)
     return parser
-
-
-def _register_first_stages(sub: argparse._SubParsersAction) -> None:
-    """`distillm index ENGINE ...` and `distillm retrieve ENGINE ...`, one module per engine."""
-    index = sub.add_parser("index", help="build a first-stage index").add_subparsers(
-        dest="engine", required=True, metavar="ENGINE"
-    )
-    retrieve = sub.add_parser("retrieve", help="retrieve a TREC run with a first stage").add_subparsers(
-        dest="engine", required=True, metavar="ENGINE"
-    )
-    from pipeline.first_stage import bm25, colbert
-
-    bm25.register(index, retrieve)
-    colbert.register(index, retrieve)
-
-
-def _register_teacher(sub: argparse._SubParsersAction) -> None:
-    """`distillm rerank` (teacher or student: pipeline.rerank) and `distillm merge-shards`."""
-    from pipeline.teacher import shards
-
-    rerank.register(sub)
-    shards.register(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

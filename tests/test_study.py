@@ -22,7 +22,7 @@ from scipy.special import betainc
 
 from pipeline.contract.qrels import load_qrels
 from pipeline.contract.run import read_trec_run
-from pipeline.evaluate import evaluate
+from pipeline.evaluation.measures import evaluate
 from pipeline.infra.errors import InputError
 from pipeline.study.spec import collect_runs, load_spec, prepare
 

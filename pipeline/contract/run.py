@@ -10,12 +10,9 @@ integer, a score that is not a finite number, a (qid, doc_id) pair seen before (
 named), bytes that are not UTF-8. Two readers apply these checks with the same messages:
 
     read_trec_run(path)   the whole run as a frame with RUN_COLUMNS (~100 bytes a line)
-    iter_run(path)        one `QueryRun` at a time (memory: one query, whatever the run's size),
-                          for a run whose queries are contiguous (each query's lines together,
-                          as every retrieval tool writes them); a query whose lines come back
-                          after another query raises `NotGrouped`, and callers then read the
-                          run whole, so such a run works as before, only not in bounded memory.
-                          `read_query` reads one query again from where `iter_run` found it.
+    iter_run(path)        one `QueryRun` at a time (memory: one query) of a run whose queries are
+                          contiguous (as every retrieval tool writes them); a query that comes
+                          back after another raises `NotGrouped`: callers then read it whole
 
 One writer, `RunWriter`, writes query by query (or frame rows as they are: `write_trec_run`)
 into a temporary file renamed into place when complete.
@@ -185,6 +182,17 @@ def run_frame(qids: list[str], doc_ids: list[str], ranks: list[int], scores: lis
         },
         columns=list(RUN_COLUMNS),
     )
+
+
+def strictly_decreasing(scores: list[float]) -> int:
+    """Separate equal neighbours of a ranking's scores by one float64 step, in place, so that
+    they strictly decrease (as the contract asks of writers); returns how many scores moved."""
+    moved = 0
+    for i in range(1, len(scores)):
+        if scores[i] >= scores[i - 1]:
+            scores[i] = math.nextafter(scores[i - 1], -math.inf)
+            moved += 1
+    return moved
 
 
 def list_scores(n: int) -> list[float]:

@@ -1,6 +1,5 @@
-"""The dataset card: `DIR/README.md`, a Hugging Face YAML header and a body written from the metadata.
-
-    distillm card DIR        # rewrite DIR/README.md from DIR/metadata.json
+"""The dataset card: `DIR/README.md`, a Hugging Face YAML header and a body written from the metadata
+(`distillm card DIR` rewrites it from DIR/metadata.json).
 
 The header follows the Hub's conventions (license, language, task_categories,
 size_categories, configs -> data/*.parquet, dataset_info with the features and the row
@@ -11,9 +10,7 @@ from it.
 
 from __future__ import annotations
 
-import argparse
 import html
-import json
 import re
 import time
 from pathlib import Path
@@ -239,17 +236,3 @@ def zenodo_metadata(card: Path, version: str, creators: list[dict[str, str]]) ->
         "access_right": "open",
         "publication_date": time.strftime("%Y-%m-%d"),
     }
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("card", help="rewrite a dataset's README.md from its metadata.json")
-    p.add_argument("dir", type=Path, help="dataset directory (distillm export)")
-    p.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    path = args.dir / "metadata.json"
-    if not path.exists():
-        raise InputError(path, None, "not found: not a dataset directory (distillm export)")
-    print(write_card(args.dir, json.loads(path.read_text())))
-    return 0

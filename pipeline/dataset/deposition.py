@@ -20,12 +20,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from zenodo_client import Zenodo as ZenodoClient
 
-    from pipeline.dataset.zenodo import Zenodo
+
+class HttpClient(Protocol):
+    """Our HTTP layer (`pipeline.dataset.zenodo.Zenodo`): the server's base URL and one retried request."""
+
+    base_url: str
+
+    def request(self, method: str, url: str, **kwargs: Any) -> Any: ...
+
 
 _TOKEN_PLACEHOLDER = "sent-as-a-header"  # what zenodo-client holds: the real token stays in our client
 _MIN_TIMEOUT = 60.0  # zenodo-client waits 5-15 s for an answer; a busy Zenodo can take longer
@@ -34,7 +41,7 @@ _MIN_TIMEOUT = 60.0  # zenodo-client waits 5-15 s for an answer; a busy Zenodo c
 class _RequestsFunctions:
     """The `requests.get/post/put` that zenodo-client calls, sent through our client."""
 
-    def __init__(self, client: Zenodo):
+    def __init__(self, client: HttpClient):
         self.client = client
 
     def _send(self, method: str, url: str, **kwargs: Any):
@@ -53,7 +60,7 @@ class _RequestsFunctions:
 
 
 @contextlib.contextmanager
-def deposition_api(client: Zenodo) -> Iterator[ZenodoClient]:
+def deposition_api(client: HttpClient) -> Iterator[ZenodoClient]:
     """zenodo-client's `Zenodo`, pointed at client.base_url, its requests sent through client."""
     import zenodo_client.api
     from zenodo_client import Zenodo as ZenodoClient

@@ -1,7 +1,7 @@
-"""`distillm export`: the teacher's rankings joined with the first stage, as Parquet shards.
+"""The export (`distillm export`): the teacher's rankings joined with the first stage, as Parquet shards.
 
-    distillm export --first-stage FS.run --teacher T.run --teacher-stats T.run.stats.json \\
-        --queries Q.tsv [--corpus STORE --with-text] --out DIR
+    metadata = export_dataset(ExportSettings(first_stage=FS.run, teacher=T.run, queries=Q.tsv, out=DIR,
+                                             teacher_stats=T.run.stats.json))
 
 Only the teacher's re-ranked top `depth` of each query goes in (depth from the stats'
 provenance); every kept (qid, doc_id) must be in the first-stage run, every query in the
@@ -24,13 +24,11 @@ are not contiguous is read whole instead, as before (~1 GB per 1M lines).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import re
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,8 +42,6 @@ from pipeline.contract.dataset import (
     CHUNK_ROWS,
     DATASET_FORMAT,
     DOC_ID,
-    FIRST_STAGE_RANK,
-    FIRST_STAGE_SCORE,
     QID,
     QUERY,
     SHARD_PATTERN,
@@ -54,50 +50,35 @@ from pipeline.contract.dataset import (
     teacher_score,
     write_shards,
 )
-from pipeline.contract.run import RunWriter, ranking_positions
+from pipeline.contract.run import RunWriter
 from pipeline.infra.errors import InputError
 
 log = logging.getLogger(__name__)
 
 
-def teacher_rows(
-    teacher: pd.DataFrame, teacher_path: Path, first_stage: pd.DataFrame, first_stage_path: Path, depth: int
-) -> pd.DataFrame:
-    """The teacher's top `depth` per query with the first stage's rank and score of each doc."""
-    order, position = ranking_positions(teacher)
-    keep = order[position <= depth]
-    rows = pd.DataFrame(
-        {
-            QID: teacher["qid"].to_numpy()[keep],
-            DOC_ID: teacher["doc_id"].to_numpy()[keep],
-            TEACHER_RANK: position[position <= depth].astype(np.int32),
-            "line": teacher["line"].to_numpy()[keep],
-        }
-    )
-    fs_order, fs_position = ranking_positions(first_stage)
-    fs_rank = np.empty(len(first_stage), dtype=np.int32)
-    fs_rank[fs_order] = fs_position
-    # integer keys per (qid, doc_id): hashing two int columns is much faster than strings
-    qcodes, _ = pd.factorize(np.concatenate([first_stage["qid"].to_numpy(), rows["qid"].to_numpy()]))
-    dcodes, duniq = pd.factorize(np.concatenate([first_stage["doc_id"].to_numpy(), rows["doc_id"].to_numpy()]))
-    keys = qcodes.astype(np.int64) * len(duniq) + dcodes
-    n_fs = len(first_stage)
-    found = pd.Index(keys[:n_fs]).get_indexer(keys[n_fs:])
-    if (found < 0).any():
-        missing_query = ~np.isin(qcodes[n_fs:], qcodes[:n_fs])
-        bad = np.flatnonzero(missing_query if missing_query.any() else found < 0)
-        first = rows.iloc[bad[np.argmin(rows["line"].to_numpy()[bad])]]
-        what = (
-            f"query {first['qid']!r} is not in the first-stage run {first_stage_path} "
-            f"({len(set(rows['qid'].to_numpy()[bad]))} queries missing)"
-            if missing_query.any()
-            else f"doc {first['doc_id']!r} of query {first['qid']!r} (teacher rank {first['teacher_rank']}) is not "
-            f"in the first-stage run {first_stage_path} ({len(bad)} (qid, doc) pairs missing)"
-        )
-        raise InputError(teacher_path, int(first["line"]), what)
-    rows[FIRST_STAGE_RANK] = fs_rank[found]
-    rows[FIRST_STAGE_SCORE] = first_stage["score"].to_numpy()[found]
-    return rows
+@dataclass(frozen=True)
+class ExportSettings:
+    """One export: the runs and what describes them, the queries (and passages), the output's naming."""
+
+    first_stage: Path  # the first-stage TREC run the teacher re-ranked
+    teacher: Path  # the teacher's TREC run (distillm rerank, or any other)
+    queries: str  # queries file or irds:<id>
+    out: Path  # output directory (replaced if it is an earlier export)
+    teacher_stats: Path | None = None  # distillm rerank's stats JSON (provenance.depth ...)
+    # a teacher run from elsewhere (no stats): the model, the depth it re-ranked, the prompt or method
+    teacher_model: str | None = None
+    teacher_depth: int | None = None  # default: all its ranks
+    teacher_prompt: str | None = None
+    teacher_source: str | None = None  # where the teacher run comes from (URL, DOI, citation)
+    corpus: Path | None = None  # corpus store: checks doc ids; with `with_text` the text column
+    with_text: bool = False  # the passage text (MS MARCO's licence terms apply)
+    name: str | None = None  # dataset name (default rank-distillm-TEACHER-FIRSTSTAGE)
+    shard_rows: int = 1_000_000  # rows per Parquet shard (whole queries)
+    first_stage_name: str | None = None  # default: the first-stage run's tag
+    teacher_name: str | None = None  # default: the teacher run's tag
+    dataset_id: str | None = None  # ir_datasets id of the queries (names the lightning-ir .run)
+    sample_label: str | None = None  # query-sample label in the run names (default: the number of queries)
+    license: str = "cc-by-nc-4.0"  # licence id for the card and Zenodo
 
 
 def shard_bounds(query_sizes: np.ndarray, shard_rows: int) -> list[tuple[int, int]]:
@@ -126,46 +107,48 @@ def _stats_provenance(stats_path: Path) -> tuple[dict[str, Any], dict[str, Any]]
 
 
 def teacher_provenance(
-    args: argparse.Namespace, n_queries: int, shortest: int
+    settings: ExportSettings, n_queries: int, shortest: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(stats, provenance) of the teacher run (`n_queries` queries, the shortest with `shortest`
     candidates): from `distillm rerank`'s stats JSON, or, for a run from elsewhere (a published
     run, RankGPT's, another tool's), from the command line."""
-    if args.teacher_stats is not None:
-        if args.teacher_model or args.teacher_depth or args.teacher_prompt:
+    if settings.teacher_stats is not None:
+        if settings.teacher_model or settings.teacher_depth or settings.teacher_prompt:
             raise ValueError("--teacher-model/--teacher-depth/--teacher-prompt describe a run without --teacher-stats")
-        stats, provenance = _stats_provenance(args.teacher_stats)
-        return stats, {**provenance, "source": args.teacher_source}
-    if not args.teacher_model:
+        stats, provenance = _stats_provenance(settings.teacher_stats)
+        return stats, {**provenance, "source": settings.teacher_source}
+    if not settings.teacher_model:
         raise ValueError("a teacher run without --teacher-stats needs --teacher-model (and --teacher-depth)")
-    depth = args.teacher_depth or shortest
+    depth = settings.teacher_depth or shortest
     if depth < 1:
         raise ValueError("--teacher-depth must be positive")
     log.info(
         "teacher run %s from outside: model %s, depth %d (given on the command line)",
-        args.teacher,
-        args.teacher_model,
+        settings.teacher,
+        settings.teacher_model,
         depth,
     )
     provenance = {
-        "model": args.teacher_model,
+        "model": settings.teacher_model,
         "depth": depth,
-        "prompt": args.teacher_prompt,
-        "source": args.teacher_source,
+        "prompt": settings.teacher_prompt,
+        "source": settings.teacher_source,
     }
     return {"queries": n_queries}, provenance
 
 
-def export_dataset(args: argparse.Namespace) -> dict[str, Any]:
+def export_dataset(settings: ExportSettings) -> dict[str, Any]:
     """Write the dataset directory described in the module docstring; returns its metadata."""
-    if args.with_text and args.corpus is None:
+    if settings.shard_rows < 1:
+        raise ValueError("--shard-rows must be positive")
+    if settings.with_text and settings.corpus is None:
         raise ValueError("--with-text needs --corpus")
-    out = Path(args.out)
+    out = Path(settings.out)
     out.parent.mkdir(parents=True, exist_ok=True)  # a DVC stage may name a folder no stage made yet
     rows_path = out.with_name(out.name + ".rows.tmp")  # the joined rows, read back slice by slice
     try:
-        joined = _join(args, rows_path)
-        return _write(args, joined, out)
+        joined = _join(settings, rows_path)
+        return _write(settings, joined, out)
     finally:
         rows_path.unlink(missing_ok=True)
 
@@ -185,37 +168,37 @@ class _Joined:
     names: dict[str, str]
 
 
-def _join(args: argparse.Namespace, rows_path: Path) -> _Joined:
+def _join(settings: ExportSettings, rows_path: Path) -> _Joined:
     """Read both runs (checking every line), the teacher's provenance, and join them into rows_path:
     query by query, or, for a run whose queries are not contiguous, both runs whole (as before)."""
     from pipeline.contract.run import NotGrouped
     from pipeline.dataset.rows import FirstStageIndex, join_rows, read_rows, scan_teacher
 
     try:
-        scan = scan_teacher(args.teacher)  # empty runs raise
-        first_stage = FirstStageIndex(args.first_stage)
+        scan = scan_teacher(settings.teacher)  # empty runs raise
+        first_stage = FirstStageIndex(settings.first_stage)
     except NotGrouped:
-        return _join_in_memory(args, rows_path)
-    stats, provenance = teacher_provenance(args, len(scan.qids), min(scan.sizes))
-    _check_query_count(args, stats, len(scan.qids))
-    join_rows(args.teacher, first_stage, provenance["depth"], rows_path)
+        return _join_in_memory(settings, rows_path)
+    stats, provenance = teacher_provenance(settings, len(scan.qids), min(scan.sizes))
+    _check_query_count(settings, stats, len(scan.qids))
+    join_rows(settings.teacher, first_stage, provenance["depth"], rows_path)
     depth = provenance["depth"]
-    names = _names(args, first_stage.tag, scan.tag)
+    names = _names(settings, first_stage.tag, scan.tag)
     return _Joined(
         read_rows(rows_path), scan.qids, [min(depth, n) for n in scan.sizes], scan.top_lines, stats, provenance, names
     )
 
 
-def _join_in_memory(args: argparse.Namespace, rows_path: Path) -> _Joined:
+def _join_in_memory(settings: ExportSettings, rows_path: Path) -> _Joined:
     from pipeline.contract.run import read_trec_run
-    from pipeline.dataset.rows import ROWS_SCHEMA, read_rows
+    from pipeline.dataset.rows import ROWS_SCHEMA, read_rows, teacher_rows
 
-    teacher, first_stage = read_trec_run(args.teacher), read_trec_run(args.first_stage)  # empty runs raise
+    teacher, first_stage = read_trec_run(settings.teacher), read_trec_run(settings.first_stage)  # empty runs raise
     counts = teacher.groupby("qid", sort=False).size()
-    stats, provenance = teacher_provenance(args, len(counts), int(counts.min()))
-    _check_query_count(args, stats, len(counts))
-    rows = teacher_rows(teacher, args.teacher, first_stage, args.first_stage, provenance["depth"])
-    names = _names(args, str(first_stage["tag"].iloc[0]), str(teacher["tag"].iloc[0]))
+    stats, provenance = teacher_provenance(settings, len(counts), int(counts.min()))
+    _check_query_count(settings, stats, len(counts))
+    rows = teacher_rows(teacher, settings.teacher, first_stage, settings.first_stage, provenance["depth"])
+    names = _names(settings, str(first_stage["tag"].iloc[0]), str(teacher["tag"].iloc[0]))
     del teacher, first_stage
     with pa.OSFile(str(rows_path), "wb") as sink, pa.ipc.new_file(sink, ROWS_SCHEMA) as writer:
         writer.write_table(pa.Table.from_pandas(rows[ROWS_SCHEMA.names], schema=ROWS_SCHEMA, preserve_index=False))
@@ -226,33 +209,38 @@ def _join_in_memory(args: argparse.Namespace, rows_path: Path) -> _Joined:
     )
 
 
-def _check_query_count(args: argparse.Namespace, stats: dict[str, Any], n_queries: int) -> None:
+def _check_query_count(settings: ExportSettings, stats: dict[str, Any], n_queries: int) -> None:
     if isinstance(stats.get("queries"), int) and stats["queries"] != n_queries:
         raise InputError(
-            args.teacher_stats, None, f"stats describe {stats['queries']} queries, {args.teacher} has {n_queries}"
+            settings.teacher_stats,
+            None,
+            f"stats describe {stats['queries']} queries, {settings.teacher} has {n_queries}",
         )
 
 
-def _names(args: argparse.Namespace, first_stage_tag: str, teacher_tag: str) -> dict[str, str]:
-    names = {"first_stage": args.first_stage_name or first_stage_tag, "teacher": args.teacher_name or teacher_tag}
+def _names(settings: ExportSettings, first_stage_tag: str, teacher_tag: str) -> dict[str, str]:
+    names = {
+        "first_stage": settings.first_stage_name or first_stage_tag,
+        "teacher": settings.teacher_name or teacher_tag,
+    }
     for what, name in names.items():  # they name files and tag a TREC run
         if not re.fullmatch(r"[\w.+-]+", name):
             raise ValueError(f"{what} name {name!r}: use letters, digits, '.', '+', '-', '_' only")
     return names
 
 
-def _write(args: argparse.Namespace, joined: _Joined, out: Path) -> dict[str, Any]:
+def _write(settings: ExportSettings, joined: _Joined, out: Path) -> dict[str, Any]:
     """Check the rows' queries and passages, then write the dataset directory (built aside, renamed)."""
     from pipeline.contract.corpus import CorpusStore
     from pipeline.contract.queries import load_queries
     from pipeline.dataset.card import write_card
     from pipeline.dataset.lightning_ir import write_parquet
 
-    queries = load_queries(args.queries)
-    corpus = None if args.corpus is None else CorpusStore(args.corpus)
-    _check_references(joined, args, queries, corpus)
-    bounds = shard_bounds(np.asarray(joined.sizes), args.shard_rows)
-    metadata = build_metadata(args, joined.stats, joined.provenance, joined.names, len(joined.sizes), bounds)
+    queries = load_queries(settings.queries)
+    corpus = None if settings.corpus is None else CorpusStore(settings.corpus)
+    _check_references(joined, settings, queries, corpus)
+    bounds = shard_bounds(np.asarray(joined.sizes), settings.shard_rows)
+    metadata = build_metadata(settings, joined.stats, joined.provenance, joined.names, len(joined.sizes), bounds)
     if out.exists() and any(out.iterdir()) and not (out / "metadata.json").exists():
         raise InputError(out, None, "exists and is not a dataset export; refusing to overwrite it")
     tmp = out.with_name(out.name + ".tmp")  # built aside and renamed: never a half-written dataset
@@ -265,8 +253,10 @@ def _write(args: argparse.Namespace, joined: _Joined, out: Path) -> dict[str, An
         chunk[TEACHER_SCORE] = teacher_score(depth, chunk[TEACHER_RANK])
         return chunk
 
-    write_shards(joined.rows, metadata, tmp, corpus if args.with_text else None, complete)
-    write_parquet([tmp / s["file"] for s in metadata["shards"]], tmp / metadata["lightning_ir_file"], args.with_text)
+    write_shards(joined.rows, metadata, tmp, corpus if settings.with_text else None, complete)
+    write_parquet(
+        [tmp / s["file"] for s in metadata["shards"]], tmp / metadata["lightning_ir_file"], settings.with_text
+    )
     if metadata["teacher_run_file"]:
         write_teacher_run(joined.rows, depth, joined.names["teacher"], tmp / metadata["teacher_run_file"])
     (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
@@ -286,12 +276,12 @@ def write_teacher_run(rows: pa.Table, depth: int, tag: str, path: Path) -> None:
             writer.write_rows(batch.column(QID).to_pylist(), batch.column(DOC_ID).to_pylist(), ranks, scores)
 
 
-def _check_references(joined: _Joined, args: argparse.Namespace, queries: dict[str, str], corpus) -> None:
+def _check_references(joined: _Joined, settings: ExportSettings, queries: dict[str, str], corpus) -> None:
     """Every kept query must have a text and, given a corpus, every kept doc a passage (the first
     row of each in row order is named; the rows are checked a slice at a time)."""
     for qid, line in zip(joined.qids, joined.top_lines, strict=True):
         if qid not in queries:
-            raise InputError(args.teacher, int(line), f"query {qid!r} is not in the queries {args.queries}")
+            raise InputError(settings.teacher, int(line), f"query {qid!r} is not in the queries {settings.queries}")
     if corpus is None:
         return
     missing: set[str] = set()
@@ -306,14 +296,14 @@ def _check_references(joined: _Joined, args: argparse.Namespace, queries: dict[s
                 first = (doc_ids[bad[0]], batch.column("line")[int(bad[0])].as_py())
     if first is not None:
         raise InputError(
-            args.teacher,
+            settings.teacher,
             int(first[1]),
-            f"doc {first[0]!r} is not in the corpus {args.corpus} ({len(missing)} unknown doc ids)",
+            f"doc {first[0]!r} is not in the corpus {settings.corpus} ({len(missing)} unknown doc ids)",
         )
 
 
 def build_metadata(
-    args: argparse.Namespace,
+    settings: ExportSettings,
     stats: dict[str, Any],
     provenance: dict[str, Any],
     names: dict[str, str],
@@ -323,15 +313,15 @@ def build_metadata(
     """The dataset metadata: how it was made (teacher provenance), counts, repairs, shards, file names."""
     from pipeline.dataset.lightning_ir import file_names, ir_datasets_id
 
-    queries = str(args.queries)
-    dataset_id = args.dataset_id or (
+    queries = str(settings.queries)
+    dataset_id = settings.dataset_id or (
         queries.removeprefix("irds:") if queries.startswith("irds:") else Path(queries).stem
     )
-    label = args.sample_label or str(n_queries)
+    label = settings.sample_label or str(n_queries)
     backend = provenance.get("backend")
     metadata = {
         "format": DATASET_FORMAT,
-        "name": args.name or f"rank-distillm-{names['teacher']}-{names['first_stage']}",
+        "name": settings.name or f"rank-distillm-{names['teacher']}-{names['first_stage']}",
         "pipeline_version": __version__,
         **names,
         **{key: provenance.get(key) for key in ("model", "prompt", "prompt_sha256", "window", "stride", "max_words")},
@@ -339,10 +329,10 @@ def build_metadata(
         "depth": provenance["depth"],
         "queries": n_queries,
         "rows": bounds[-1][1],
-        "with_text": bool(args.with_text),
-        "license": args.license,
+        "with_text": bool(settings.with_text),
+        "license": settings.license,
         "dataset_id": dataset_id,
-        "ir_datasets_id": ir_datasets_id(queries, args.dataset_id),
+        "ir_datasets_id": ir_datasets_id(queries, settings.dataset_id),
         "sample_label": label,
         **{key: stats.get(key) for key in ("windows", "windows_repaired", "repair_rate", "ids_missing")},
         "repairs": stats.get("repairs", {}),
@@ -351,11 +341,11 @@ def build_metadata(
         "sources": {
             key: None if value is None else str(value)
             for key, value in (
-                ("first_stage_run", args.first_stage),
-                ("teacher_run", args.teacher),
-                ("teacher_stats", args.teacher_stats),
-                ("queries", args.queries),
-                ("corpus", args.corpus),
+                ("first_stage_run", settings.first_stage),
+                ("teacher_run", settings.teacher),
+                ("teacher_stats", settings.teacher_stats),
+                ("queries", settings.queries),
+                ("corpus", settings.corpus),
             )
         },
         "shards": [
@@ -365,52 +355,3 @@ def build_metadata(
     }
     files = file_names(metadata)
     return {**metadata, "lightning_ir_file": files["parquet"], "teacher_run_file": files["trec"]}
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("export", help="teacher + first-stage runs -> Parquet dataset with card")
-    p.add_argument("--first-stage", type=Path, required=True, help="first-stage TREC run the teacher re-ranked")
-    p.add_argument("--teacher", type=Path, required=True, help="teacher TREC run (distillm rerank, or any other)")
-    p.add_argument(
-        "--teacher-stats", type=Path, help="the teacher's stats JSON of distillm rerank (provenance.depth ...)"
-    )
-    p.add_argument("--teacher-model", help="without --teacher-stats: the model that ranked the teacher run")
-    p.add_argument(
-        "--teacher-depth", type=int, help="without --teacher-stats: ranks re-ranked per query (default: all)"
-    )
-    p.add_argument("--teacher-prompt", help="without --teacher-stats: the prompt or method, for the card")
-    p.add_argument("--teacher-source", help="where the teacher run comes from (URL, DOI, citation), for the card")
-    p.add_argument("--queries", required=True, help="queries file or irds:<id>")
-    p.add_argument("--corpus", type=Path, help="corpus store: checks doc ids; with --with-text adds a text column")
-    p.add_argument("--with-text", action="store_true", help="add the passage text (MS MARCO's licence terms apply)")
-    p.add_argument("--out", type=Path, required=True, help="output directory (replaced if it is an earlier export)")
-    p.add_argument("--name", help="dataset name (default rank-distillm-TEACHER-FIRSTSTAGE)")
-    p.add_argument("--shard-rows", type=int, default=1_000_000, help="rows per Parquet shard (whole queries)")
-    p.add_argument("--first-stage-name", help="first stage name (default: the first-stage run's tag)")
-    p.add_argument("--teacher-name", help="teacher name (default: the teacher run's tag)")
-    p.add_argument(
-        "--dataset-id",
-        help="ir_datasets id of the queries, e.g. msmarco-passage/train/judged: names the lightning-ir .run "
-        "(default: the id of irds:<id> queries; none: no .run, a warning)",
-    )
-    p.add_argument("--sample-label", help="query-sample label in the run name (default: the number of queries)")
-    p.add_argument("--license", default="cc-by-nc-4.0", help="licence id for the card and Zenodo")
-    p.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    if args.shard_rows < 1:
-        raise ValueError("--shard-rows must be positive")
-    started = time.perf_counter()
-    metadata = export_dataset(args)
-    seconds = time.perf_counter() - started
-    log.info(
-        "dataset %s: %d queries, %d rows in %d shard(s) -> %s (%.1f s)",
-        metadata["name"],
-        metadata["queries"],
-        metadata["rows"],
-        len(metadata["shards"]),
-        args.out,
-        seconds,
-    )
-    return 0

@@ -11,7 +11,8 @@ runs (`pipeline.contract.run.iter_run`), each holding one query at a time:
    writer then reads memory-mapped, slice by slice.
 
 Each pass checks every line as `read_trec_run` does; a run whose queries are not contiguous
-raises `NotGrouped`, and export then reads both runs whole, as before.
+raises `NotGrouped`, and export then reads both runs whole, as before, and joins them in memory
+(`teacher_rows`).
 """
 
 from __future__ import annotations
@@ -19,19 +20,28 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 
-from pipeline.contract.dataset import CHUNK_ROWS
-from pipeline.contract.run import QueryRun, iter_run, read_query
+from pipeline.contract.dataset import (
+    CHUNK_ROWS,
+    DOC_ID,
+    FIRST_STAGE_RANK,
+    FIRST_STAGE_SCORE,
+    QID,
+    TEACHER_RANK,
+)
+from pipeline.contract.run import QueryRun, iter_run, ranking_positions, read_query
 from pipeline.infra.errors import InputError
 
 ROWS_SCHEMA = pa.schema(
     [
-        pa.field("qid", pa.string(), nullable=False),
-        pa.field("doc_id", pa.string(), nullable=False),
-        pa.field("teacher_rank", pa.int32(), nullable=False),
-        pa.field("first_stage_rank", pa.int32(), nullable=False),
-        pa.field("first_stage_score", pa.float64(), nullable=False),
+        pa.field(QID, pa.string(), nullable=False),
+        pa.field(DOC_ID, pa.string(), nullable=False),
+        pa.field(TEACHER_RANK, pa.int32(), nullable=False),
+        pa.field(FIRST_STAGE_RANK, pa.int32(), nullable=False),
+        pa.field(FIRST_STAGE_SCORE, pa.float64(), nullable=False),
         pa.field("line", pa.int64(), nullable=False),  # the row's line in the teacher run (for errors)
     ]
 )
@@ -115,7 +125,7 @@ def join_rows(teacher_path: Path, first_stage: FirstStageIndex, depth: int, out:
                     continue
                 for name, value in zip(columns, (query.qid, doc_id, i + 1, *found, line), strict=True):
                     columns[name].append(value)
-            if len(columns["qid"]) >= CHUNK_ROWS:
+            if len(columns[QID]) >= CHUNK_ROWS:
                 rows += _flush(writer, columns)
         rows += _flush(writer, columns)
     if first_missing_query is not None:
@@ -137,7 +147,7 @@ def join_rows(teacher_path: Path, first_stage: FirstStageIndex, depth: int, out:
 
 
 def _flush(writer: pa.ipc.RecordBatchFileWriter, columns: dict[str, list]) -> int:
-    n = len(columns["qid"])
+    n = len(columns[QID])
     if n:
         writer.write_batch(pa.record_batch([columns[f.name] for f in ROWS_SCHEMA], schema=ROWS_SCHEMA))
         for values in columns.values():
@@ -148,3 +158,43 @@ def _flush(writer: pa.ipc.RecordBatchFileWriter, columns: dict[str, list]) -> in
 def read_rows(path: Path) -> pa.Table:
     """The rows file, memory-mapped (slicing it reads only the slice)."""
     return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+
+
+def teacher_rows(
+    teacher: pd.DataFrame, teacher_path: Path, first_stage: pd.DataFrame, first_stage_path: Path, depth: int
+) -> pd.DataFrame:
+    """The teacher's top `depth` per query with the first stage's rank and score of each doc."""
+    order, position = ranking_positions(teacher)
+    keep = order[position <= depth]
+    rows = pd.DataFrame(
+        {
+            QID: teacher["qid"].to_numpy()[keep],
+            DOC_ID: teacher["doc_id"].to_numpy()[keep],
+            TEACHER_RANK: position[position <= depth].astype(np.int32),
+            "line": teacher["line"].to_numpy()[keep],
+        }
+    )
+    fs_order, fs_position = ranking_positions(first_stage)
+    fs_rank = np.empty(len(first_stage), dtype=np.int32)
+    fs_rank[fs_order] = fs_position
+    # integer keys per (qid, doc_id): hashing two int columns is much faster than strings
+    qcodes, _ = pd.factorize(np.concatenate([first_stage["qid"].to_numpy(), rows["qid"].to_numpy()]))
+    dcodes, duniq = pd.factorize(np.concatenate([first_stage["doc_id"].to_numpy(), rows["doc_id"].to_numpy()]))
+    keys = qcodes.astype(np.int64) * len(duniq) + dcodes
+    n_fs = len(first_stage)
+    found = pd.Index(keys[:n_fs]).get_indexer(keys[n_fs:])
+    if (found < 0).any():
+        missing_query = ~np.isin(qcodes[n_fs:], qcodes[:n_fs])
+        bad = np.flatnonzero(missing_query if missing_query.any() else found < 0)
+        first = rows.iloc[bad[np.argmin(rows["line"].to_numpy()[bad])]]
+        what = (
+            f"query {first['qid']!r} is not in the first-stage run {first_stage_path} "
+            f"({len(set(rows['qid'].to_numpy()[bad]))} queries missing)"
+            if missing_query.any()
+            else f"doc {first['doc_id']!r} of query {first['qid']!r} (teacher rank {first['teacher_rank']}) is not "
+            f"in the first-stage run {first_stage_path} ({len(bad)} (qid, doc) pairs missing)"
+        )
+        raise InputError(teacher_path, int(first["line"]), what)
+    rows[FIRST_STAGE_RANK] = fs_rank[found]
+    rows[FIRST_STAGE_SCORE] = first_stage["score"].to_numpy()[found]
+    return rows

@@ -1,4 +1,4 @@
-"""`distillm validate DIR`: is an exported dataset what its metadata and card say it is?
+"""Validation (`distillm validate DIR`): is an exported dataset what its metadata and card say it is?
 
 Checks, each reported as (qid, doc_id, what is wrong):
 - every shard has exactly the dataset schema, and the metadata of metadata.json;
@@ -10,14 +10,13 @@ Checks, each reported as (qid, doc_id, what is wrong):
   card, and the teacher run file (when there is one) has one line per row;
 - the lightning-ir Parquet run has exactly its columns and the data's (qid, doc_id, teacher_rank).
 
-Exit 0 with a summary, or 2 with the offending rows.
+`validate_dataset` returns a summary and the problems (`distillm validate` exits 0 with the
+summary, or 2 with the offending rows: `pipeline.commands.validate`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -285,28 +284,3 @@ def _rank_problems(qid: str, docs: np.ndarray, ranks: np.ndarray) -> list[Proble
     for rank in sorted(set(range(1, n + 1)) - counts.keys()):
         problems.append(Problem(qid, "-", f"teacher_rank {rank} missing (ranks must be exactly 1..{n})"))
     return problems
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("validate", help="check an exported dataset (permutations, counts, card)")
-    p.add_argument("dir", type=Path, help="dataset directory (distillm export)")
-    p.add_argument("--max-problems", type=int, default=100, help="offending rows to print (0: all)")
-    p.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    summary, problems = validate_dataset(args.dir)
-    if not problems:
-        print(
-            f"{args.dir}: valid: {summary['queries']} queries, {summary['rows']} rows, {summary['shards']} shard(s), "
-            f"depth {summary['depth']}, text: {'yes' if summary['with_text'] else 'no'}"
-        )
-        return 0
-    shown = problems if args.max_problems <= 0 else problems[: args.max_problems]
-    print("qid\tdoc_id\tproblem")
-    for p in shown:
-        print(f"{p.qid}\t{p.doc_id}\t{p.message}")
-    if len(shown) < len(problems):
-        print(f"... and {len(problems) - len(shown)} more")
-    print(f"distillm validate: {args.dir}: INVALID: {len(problems)} problem(s)", file=sys.stderr)
-    return 2

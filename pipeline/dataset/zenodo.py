@@ -1,7 +1,5 @@
-"""`distillm publish` and `distillm fetch-dataset`: the dataset on Zenodo, over its REST deposit API.
-
-    distillm publish DIR --version V [--publish] [--new-version-of RECORD | --draft ID]
-    distillm fetch-dataset RECORD --out DIR [--file PATTERN ...]
+"""The dataset on Zenodo, over its REST deposit API: `publish` and `fetch`
+(`distillm publish`, `distillm fetch-dataset`: `pipeline.commands.publish`, `pipeline.commands.fetch_dataset`).
 
 publish packs DIR as `NAME-V.tar.gz` plus `MANIFEST.sha256` (sha256sum format: the archive
 and every file in it), creates a deposition (or a new version of RECORD, whose carried-over
@@ -26,14 +24,12 @@ backoff.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
-import re
 import shutil
-import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -48,6 +44,17 @@ CONFIG = Path("~/.config/distillm/zenodo.toml")
 _sleep = time.sleep  # tests may replace it
 
 
+@dataclass(frozen=True)
+class ZenodoServer:
+    """Which server, with whose token and how patiently: `_client` opens a client for it."""
+
+    base_url: str | None = None  # another server (overrides sandbox/production)
+    production: bool = False  # https://zenodo.org; else the sandbox
+    config: Path | None = None  # TOML with token and creators (default CONFIG)
+    retries: int = 5  # retries on 429/5xx/connection errors
+    backoff: float = 2.0  # first retry wait in seconds (doubles)
+
+
 class ZenodoError(RuntimeError):
     """The server refused, or kept failing, or returned data that does not check out."""
 
@@ -55,7 +62,13 @@ class ZenodoError(RuntimeError):
 class Zenodo:
     """A client for the few REST calls needed: token in a header, retries, no token in any message."""
 
-    def __init__(self, base_url: str, token: str | None = None, retries: int = 5, backoff: float = 2.0):
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        retries: int = ZenodoServer.retries,
+        backoff: float = ZenodoServer.backoff,
+    ):
         import requests
 
         self.base_url, self.retries, self.backoff = base_url.rstrip("/"), retries, backoff
@@ -164,8 +177,20 @@ def build_archive(dataset: Path, name: str, version: str, dist: Path) -> tuple[P
     return archive, manifest
 
 
-def publish(client: Zenodo, dataset: Path, version: str, creators: list[dict[str, str]], args) -> dict[str, Any]:
+def publish(
+    client: Zenodo,
+    dataset: Path,
+    version: str,
+    creators: list[dict[str, str]],
+    dist: Path | None = None,
+    new_version_of: str | None = None,
+    draft: str | None = None,
+    publish: bool = False,
+) -> dict[str, Any]:
     """Create (or continue) a deposition, replace its files, set metadata, publish if asked; returns a receipt.
+
+    The archive and manifest go to `dist` (default DATASET/../dist); the deposition is a new
+    version of the record `new_version_of`, the unpublished deposition `draft`, or a new one.
 
     The deposition calls (create, upload, new version, publish) are zenodo-client's, sent through
     client (pipeline.dataset.deposition); deleting carried-over files, listing the files and setting
@@ -178,13 +203,13 @@ def publish(client: Zenodo, dataset: Path, version: str, creators: list[dict[str
 
     meta = json.loads((dataset / "metadata.json").read_text())
     metadata = zenodo_metadata(dataset / "README.md", version, creators)
-    archive, manifest = build_archive(dataset, meta["name"], version, args.dist or dataset.parent / "dist")
+    archive, manifest = build_archive(dataset, meta["name"], version, dist or dataset.parent / "dist")
     with deposition_api(client) as api:
-        if args.new_version_of:
-            draft = api.new_version(args.new_version_of, sleep=False).json()["links"]["latest_draft"]
+        if new_version_of:
+            draft = api.new_version(new_version_of, sleep=False).json()["links"]["latest_draft"]
             deposition = client.call("GET", draft, (200,)).json()
-        elif args.draft:
-            deposition = client.call("GET", f"/api/deposit/depositions/{args.draft}", (200,)).json()
+        elif draft:
+            deposition = client.call("GET", f"/api/deposit/depositions/{draft}", (200,)).json()
         else:  # zenodo-client creates it with the metadata and reads it back
             deposition = api.create({"metadata": metadata}, paths=[], publish=False).json()
         links = deposition["links"]
@@ -206,7 +231,7 @@ def publish(client: Zenodo, dataset: Path, version: str, creators: list[dict[str
         client.call("PUT", links["self"], (200,), json={"metadata": metadata})  # zenodo-client has no such call
         receipt = {"base_url": client.base_url, "deposition": deposition["id"], "files": uploaded, "published": False}
         receipt["draft_html"] = links.get("html")
-        if args.publish:
+        if publish:
             done = api.publish(deposition["id"], sleep=False).json()
             receipt.update(published=True, record=done.get("record_id"), doi=done.get("doi"))
     (archive.parent / f"{archive.name}.zenodo.json").write_text(json.dumps(receipt, indent=2) + "\n")
@@ -344,15 +369,14 @@ def _download_and_verify(client: Zenodo, record: str, entries: list[dict[str, An
     return dataset
 
 
-def _creators(args: argparse.Namespace, config: dict[str, Any]) -> list[dict[str, str]]:
-    """--creator "Family, Given; Affiliation" (repeatable), else `creators` from the config file."""
-    creators = [
-        dict(zip(("name", "affiliation"), (s.strip() for s in c.split(";", 1)), strict=False)) for c in args.creator
-    ]
-    return creators or list(config.get("creators", []))
+def creators(specs: list[str], config: dict[str, Any]) -> list[dict[str, str]]:
+    """ "Family, Given; Affiliation" strings (--creator), else `creators` from the config file."""
+    given = [dict(zip(("name", "affiliation"), (s.strip() for s in c.split(";", 1)), strict=False)) for c in specs]
+    return given or list(config.get("creators", []))
 
 
-def _client(args: argparse.Namespace, need_token: bool) -> tuple[Zenodo, dict[str, Any]]:
+def _client(args: ZenodoServer, need_token: bool) -> tuple[Zenodo, dict[str, Any]]:
+    """A client for the server `args` name, and the config file's contents (token, creators)."""
     import tomllib
 
     base = args.base_url or (PRODUCTION if args.production else SANDBOX)
@@ -369,87 +393,3 @@ def _client(args: argparse.Namespace, need_token: bool) -> tuple[Zenodo, dict[st
     if need_token and not token:
         raise ValueError(f'no Zenodo token: set ZENODO_TOKEN or `token = "..."` in {path}')
     return Zenodo(base, token, retries=args.retries, backoff=args.backoff), config
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("publish", help="upload a dataset to Zenodo (sandbox unless --production)")
-    p.add_argument("dir", type=Path, help="dataset directory (distillm export)")
-    p.add_argument("--version", required=True, help="dataset version, e.g. 1.0.0")
-    p.add_argument("--publish", action="store_true", help="publish (otherwise the deposition stays a draft)")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--new-version-of", metavar="RECORD_ID", help="make a new version of this published record")
-    which.add_argument("--draft", metavar="DEPOSITION_ID", help="continue this unpublished deposition")
-    p.add_argument("--creator", action="append", default=[], help='"Family, Given; Affiliation" (repeatable)')
-    p.add_argument("--dist", type=Path, help="where the archive and manifest go (default DIR/../dist)")
-    q = subparsers.add_parser(
-        "fetch-dataset", help="download a published dataset version (or any record's files), verify, validate"
-    )
-    q.add_argument("record", help="Zenodo record id (e.g. 15131907: the published Rank-DistiLLM runs, --production)")
-    q.add_argument(
-        "--out", type=Path, required=True, help="dataset directory (or, for other records, folder) to create"
-    )
-    q.add_argument(
-        "--file",
-        action="append",
-        default=[],
-        metavar="PATTERN",
-        help="of a record that is not a distillm export: only the files matching this glob (repeatable)",
-    )
-    q.add_argument(
-        "--overwrite", action="store_true", help="replace --out even if it is not an earlier fetch of this record"
-    )
-    for parser, func in ((p, _publish_main), (q, _fetch_main)):
-        server = parser.add_mutually_exclusive_group()
-        server.add_argument("--sandbox", action="store_true", help="https://sandbox.zenodo.org (the default)")
-        server.add_argument("--production", action="store_true", help="https://zenodo.org")
-        parser.add_argument("--base-url", help="another server (overrides --sandbox/--production)")
-        parser.add_argument("--config", type=Path, help=f"TOML with token and creators (default {CONFIG})")
-        parser.add_argument("--retries", type=int, default=5, help="retries on 429/5xx/connection errors")
-        parser.add_argument("--backoff", type=float, default=2.0, help="first retry wait in seconds (doubles)")
-        parser.set_defaults(func=func)
-
-
-def _publish_main(args: argparse.Namespace) -> int:
-    if not re.fullmatch(r"[\w.+-]+", args.version):
-        raise ValueError(f"--version {args.version!r}: use letters, digits, '.', '+', '-', '_' only")
-    if not (args.dir / "metadata.json").exists() or not (args.dir / "README.md").exists():
-        raise InputError(args.dir, None, "not a dataset directory (no metadata.json / README.md)")
-    client, config = _client(args, need_token=True)
-    creators = _creators(args, config)
-    if not creators:
-        raise ValueError("Zenodo needs creators: --creator 'Family, Given; Affiliation' or `creators` in the config")
-    try:
-        receipt = publish(client, args.dir, args.version, creators, args)
-    except ZenodoError as e:
-        print(f"distillm publish: error: {client.redact(str(e))}", file=sys.stderr)
-        return 1
-    state = (
-        f"published: record {receipt['record']}, DOI {receipt['doi']}"
-        if receipt["published"]
-        else f"draft, not published: review it at {receipt['draft_html']}, then publish there or with --draft ID --publish"
-    )
-    print(f"deposition {receipt['deposition']} on {client.base_url}: {state}")
-    return 0
-
-
-def _fetch_main(args: argparse.Namespace) -> int:
-    from pipeline.dataset.validate import validate_dataset
-
-    client, _ = _client(args, need_token=False)
-    try:
-        export = fetch(client, args.record, args.out, args.overwrite, args.file)
-    except ZenodoError as e:
-        print(f"distillm fetch-dataset: error: {client.redact(str(e))}", file=sys.stderr)
-        return 1
-    out = args.out
-    if not export:
-        files = sorted(p.name for p in out.iterdir())
-        print(
-            f"{out}: {len(files)} file(s) of record {args.record}, md5 checked (not a distillm export): {', '.join(files)}"
-        )
-        return 0
-    summary, problems = validate_dataset(out)
-    for problem in problems:
-        print(f"{problem.qid}\t{problem.doc_id}\t{problem.message}")
-    print(f"{out}: {'INVALID' if problems else 'valid'}: {summary['queries']} queries, {summary['rows']} rows")
-    return 2 if problems else 0

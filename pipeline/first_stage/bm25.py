@@ -4,6 +4,8 @@
     distillm index bm25 --prebuilt msmarco-v1-passage --index DIR      # needs internet
     distillm retrieve bm25 --index DIR --queries Q --out RUN [--k 100 --k1 0.9 --b 0.4 --threads N --tag bm25]
 
+(the commands: `pipeline.commands.index`, `pipeline.commands.retrieve`)
+
 Indexing streams the store into JsonCollection shards (`{"id", "contents"}`, contents =
 title + " " + text when there is a title) and runs Anserini's multi-threaded indexer with
 its default analyzer (Lucene's English stop words, Porter stemming), merged into one
@@ -20,7 +22,6 @@ no hits: it is logged, counted and left out of the run, which stays valid.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -36,15 +37,15 @@ from typing import NoReturn
 import pandas as pd
 
 from pipeline.contract.corpus import CorpusStore
-from pipeline.contract.run import run_frame
-from pipeline.first_stage.java import runtime_versions, start_jvm
-from pipeline.first_stage.runs import retrieve_to_files
+from pipeline.contract.run import run_frame, strictly_decreasing
+from pipeline.first_stage.index_folder import finish_index, read_provenance
+from pipeline.first_stage.java import java_message, runtime_versions, start_jvm
+from pipeline.first_stage.retrieval import check_k, check_run_names
 from pipeline.infra.errors import InputError
 
 log = logging.getLogger(__name__)
 
 INDEX_FORMAT = "distillm-bm25/1"
-PROVENANCE = "distillm.json"
 K1, B = 0.9, 0.4  # Pyserini's BM25 setting for MS MARCO passage
 ANALYZER = "Anserini default: Lucene English stop words, Porter stemmer"
 
@@ -99,7 +100,7 @@ def build_index(corpus: str | Path, index_dir: str | Path, threads: int | None =
         "versions": runtime_versions(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    _finish(tmp, index_dir, provenance)
+    finish_index(tmp, index_dir, provenance)
     log.info("index %s: %d passages in %.1f s", index_dir, len(store), seconds)
     return provenance
 
@@ -146,7 +147,7 @@ def _run_indexer(collection: Path, index_dir: Path, threads: int) -> dict[str, i
         indexer = autoclass("io.anserini.index.IndexCollection")(args)
         indexer.run()
     except JavaException as e:
-        raise RuntimeError(f"Anserini indexing failed: {_java_message(e)}") from None
+        raise RuntimeError(f"Anserini indexing failed: {java_message(e)}") from None
     counters = indexer.getCounters()
     return {
         name: int(getattr(counters, name).get()) for name in ("indexed", "empty", "unindexable", "skipped", "errors")
@@ -194,7 +195,7 @@ def fetch_prebuilt(name: str, index_dir: str | Path) -> dict:
         "versions": runtime_versions(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    _finish(tmp, index_dir, provenance)
+    finish_index(tmp, index_dir, provenance)
     log.info("index %s: prebuilt %s, %d passages", index_dir, name, count)
     return provenance
 
@@ -204,14 +205,6 @@ def _link_or_copy(src: str, dst: str) -> None:
         os.link(src, dst)
     except OSError:  # another file system
         shutil.copy2(src, dst)
-
-
-def _finish(tmp: Path, index_dir: Path, provenance: dict) -> None:
-    """Write the provenance into the finished index and move it into place."""
-    (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n")
-    if index_dir.exists():
-        shutil.rmtree(index_dir)
-    os.replace(tmp, index_dir)
 
 
 # ---------------------------------------------------------------------------- retrieval
@@ -238,7 +231,7 @@ def open_searcher(index_dir: str | Path, k1: float = K1, b: float = B):
     try:
         searcher = autoclass("io.anserini.search.SimpleSearcher")(str(index_dir))
     except JavaException as e:
-        raise InputError(index_dir, None, f"cannot open the Lucene index: {_java_message(e)}") from None
+        raise InputError(index_dir, None, f"cannot open the Lucene index: {java_message(e)}") from None
     searcher.set_bm25(float(k1), float(b))
     return searcher
 
@@ -260,13 +253,8 @@ def retrieve(
     which of those are empty after analysis), seconds, queries/s, settings, the index's
     provenance and the versions of Pyserini, Anserini, Lucene and Java.
     """
-    if k < 1 or batch_size < 1:
-        raise ValueError(f"k and batch size must be positive (k={k}, batch size={batch_size})")
-    if not tag or any(c.isspace() for c in tag):
-        raise ValueError(f"run tag must be non-empty without whitespace: {tag!r}")
-    spaced = next((q for q in queries if any(c.isspace() for c in q)), None)
-    if spaced is not None:
-        raise ValueError(f"query id {spaced!r} contains whitespace (a TREC run cannot hold it)")
+    check_k(k, batch_size)
+    check_run_names(tag, queries)
     threads = threads or default_threads()
     qids, doc_ids, ranks, scores = [], [], [], []
     no_hits, short, separated = [], 0, 0
@@ -274,7 +262,7 @@ def retrieve(
     try:
         started = time.perf_counter()
         for qid, hit_ids, hit_scores in _search(searcher, queries, k, threads, batch_size, progress):
-            separated += _strictly_decreasing(hit_scores)
+            separated += strictly_decreasing(hit_scores)
             qids.extend([qid] * len(hit_ids))
             doc_ids.extend(hit_ids)
             ranks.extend(range(1, len(hit_ids) + 1))
@@ -341,17 +329,6 @@ def _search(
             bar.update(len(chunk))
 
 
-def _strictly_decreasing(scores: list[float]) -> int:
-    """Separate equal neighbours by one float64 step (float32 cannot always hold Anserini's
-    1e-6 tie steps); returns how many scores moved. Ranks stay as Anserini ordered them."""
-    moved = 0
-    for i in range(1, len(scores)):
-        if scores[i] >= scores[i - 1]:
-            scores[i] = math.nextafter(scores[i - 1], -math.inf)
-            moved += 1
-    return moved
-
-
 def _raise_unsearchable(searcher, chunk: list[tuple[str, str]], k: int) -> NoReturn:
     """A batch failed in Java: search its queries one by one to name the culprit."""
     from jnius import JavaException
@@ -360,7 +337,7 @@ def _raise_unsearchable(searcher, chunk: list[tuple[str, str]], k: int) -> NoRet
         try:
             searcher.search(text, k)
         except JavaException as e:
-            raise ValueError(f"query {qid!r} cannot be searched: {_java_message(e)}") from None
+            raise ValueError(f"query {qid!r} cannot be searched: {java_message(e)}") from None
     raise RuntimeError("Anserini's batch_search failed, but every query searches alone")
 
 
@@ -373,67 +350,3 @@ def _empty_after_analysis(searcher, queries: dict[str, str]) -> list[str]:
     analyze = autoclass("io.anserini.analysis.AnalyzerUtils").analyze
     analyzer = searcher.get_analyzer()
     return [qid for qid, text in queries.items() if analyze(analyzer, text).isEmpty()]
-
-
-def _java_message(error: Exception) -> str:
-    """The first line of a Java exception, without pyjnius' prefix."""
-    return str(error).splitlines()[0].removeprefix("JVM exception occurred: ")
-
-
-def read_provenance(index_dir: str | Path) -> dict | None:
-    """`distillm.json` of an index built here, or None for an index built elsewhere."""
-    path = Path(index_dir) / PROVENANCE
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-# ---------------------------------------------------------------------------- command line
-
-
-def register(index_subparsers: argparse._SubParsersAction, retrieve_subparsers: argparse._SubParsersAction) -> None:
-    """Add `distillm index bm25` and `distillm retrieve bm25`."""
-    p = index_subparsers.add_parser("bm25", help="build a Lucene BM25 index with Pyserini")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--corpus", type=Path, help="corpus store directory (from `distillm ingest corpus`)")
-    source.add_argument(
-        "--prebuilt",
-        metavar="NAME",
-        help="Pyserini prebuilt index, e.g. msmarco-v1-passage (downloads: needs internet)",
-    )
-    p.add_argument("--index", type=Path, required=True, help="index directory to write (replaced if it exists)")
-    p.add_argument("--threads", type=int, help="indexing threads (default: all cores)")
-    p.set_defaults(func=_index_main)
-
-    r = retrieve_subparsers.add_parser("bm25", help="BM25 top-k per query from a Lucene index -> TREC run")
-    r.add_argument("--index", type=Path, required=True, help="index directory (from `distillm index bm25`)")
-    r.add_argument("--queries", required=True, help="queries TSV/JSONL or irds:<dataset id>")
-    r.add_argument("--out", type=Path, required=True, help="TREC run to write; stats go to RUN.stats.json")
-    r.add_argument("--k", type=int, default=100, help="hits per query (default 100)")
-    r.add_argument("--k1", type=float, default=K1, help=f"BM25 k1 (default {K1})")
-    r.add_argument("--b", type=float, default=B, help=f"BM25 b (default {B})")
-    r.add_argument("--threads", type=int, help="search threads (default: all cores)")
-    r.add_argument("--tag", default="bm25", help="run tag naming the first stage (default bm25)")
-    r.add_argument("--batch-size", type=int, default=1000, help="queries per batch_search call (default 1000)")
-    r.set_defaults(func=_retrieve_main)
-
-
-def _index_main(args: argparse.Namespace) -> None:
-    if args.prebuilt:
-        fetch_prebuilt(args.prebuilt, args.index)
-    else:
-        build_index(args.corpus, args.index, threads=args.threads)
-
-
-def _retrieve_main(args: argparse.Namespace) -> None:
-    def search(queries: dict[str, str]):
-        return retrieve(
-            args.index,
-            queries,
-            k=args.k,
-            k1=args.k1,
-            b=args.b,
-            threads=args.threads,
-            tag=args.tag,
-            batch_size=args.batch_size,
-        )
-
-    retrieve_to_files(args.queries, args.out, args.k, search)

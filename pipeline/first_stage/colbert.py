@@ -4,6 +4,8 @@
     distillm retrieve colbert --index DIR --queries Q --out RUN [--k 100 --ncells 8
         --centroid-score-threshold 0.35 --ndocs 8192 --tag colbert]
 
+(the commands: `pipeline.commands.index`, `pipeline.commands.retrieve`)
+
 CKPT is a Hugging Face hub id (`colbert-ir/colbertv2.0`, fetched into the hub cache) or a
 local checkpoint folder in that layout (`colbert_checkpoint.build_minilm_colbert_checkpoint`
 builds one offline). Passage i of the index is row i of the corpus store (title + " " +
@@ -14,7 +16,7 @@ child left colbert-ai's parent waiting forever. The index is built in DIR.tmp an
 into place; `DIR/distillm.json` records where it came from.
 
 colbert-ai 0.2.22 needs two fixes to run beside vLLM (transformers 5, its CPU extensions):
-`colbert_ai.py`. Checkpoints are resolved and checked in `colbert_checkpoint.py`. Indexing
+`colbert_runtime.py`. Checkpoints are resolved and checked in `colbert_checkpoint.py`. Indexing
 and search run under `pipeline.infra.watchdog`: if the process and its children (the C++
 compiler) use almost no CPU for `--stall-timeout` seconds, the call fails with StallError
 naming where it is stuck instead of hanging.
@@ -29,14 +31,10 @@ approximates, for checking settings on small collections.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import math
-import os
 import shutil
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -44,52 +42,34 @@ import numpy as np
 import pandas as pd
 
 from pipeline.contract.corpus import CorpusStore
-from pipeline.contract.run import run_frame
-from pipeline.first_stage.colbert_ai import (
+from pipeline.contract.run import run_frame, strictly_decreasing
+from pipeline.first_stage.colbert_checkpoint import check_checkpoint_loads, recorded_checkpoint, resolve_checkpoint
+from pipeline.first_stage.colbert_runtime import (
+    DocIds,
+    StorePassages,
     compile_extensions,
+    device_name,
+    doc_ids_in_row_order,
     encode_each_passage_once,
     extensions_dir,
     runtime_versions,
     stale_lock_hint,
+    torch_threads,
 )
-from pipeline.first_stage.colbert_checkpoint import check_checkpoint_loads, resolve_checkpoint
-from pipeline.first_stage.runs import retrieve_to_files
+from pipeline.first_stage.index_folder import PROVENANCE, finish_index, read_provenance
+from pipeline.first_stage.retrieval import check_k, check_run_names
 from pipeline.infra.errors import InputError
 from pipeline.infra.watchdog import STALL_SECONDS, run_with_watchdog
 
 log = logging.getLogger(__name__)
 
 INDEX_FORMAT = "distillm-colbert/1"
-PROVENANCE = "distillm.json"
 DOC_IDS = "doc_ids.npy"  # row i = doc id of PLAID passage id i
 NBITS, DOC_MAXLEN, KMEANS_NITERS = 2, 180, 4  # ColBERTv2's MS MARCO setting (nbits 2, doc_maxlen 180)
 NCELLS, CENTROID_SCORE_THRESHOLD, NDOCS = 8, 0.35, 8192  # return k=100 even with a weak encoder
 
 
 # ------------------------------------------------------------------ indexing
-
-
-class _StorePassages:
-    """The store's passages in row order (PLAID passage id = row), streamed batch by batch.
-
-    colbert-ai only iterates a collection front to back (twice) and asks its length, so
-    the texts of MS MARCO's 8.8M passages never exist as Python strings all at once.
-    """
-
-    def __init__(self, store: CorpusStore):
-        self.store = store
-
-    def __len__(self) -> int:
-        return len(self.store)
-
-    def __iter__(self) -> Iterator[str]:
-        for batch in self.store.iter_batches(8192):
-            texts, titles = batch.column("text").to_pylist(), batch.column("title").to_pylist()
-            for text, title in zip(texts, titles, strict=True):
-                yield text if title is None else f"{title} {text}"
-
-    def __deepcopy__(self, memo: dict) -> _StorePassages:
-        return self  # colbert-ai's config export deep-copies its fields; the store is read-only
 
 
 def build_index(
@@ -120,7 +100,7 @@ def build_index(
     index_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = index_dir.with_name(index_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    threads = threads or _torch_threads()
+    threads = threads or torch_threads()
 
     def build() -> dict:
         import torch
@@ -135,7 +115,7 @@ def build_index(
         log.info("compiling or loading colbert-ai's C++ extensions (%s)", extensions_dir())
         compile_extensions()
         config = ColBERTConfig(nbits=nbits, doc_maxlen=doc_maxlen, kmeans_niters=kmeans_niters)
-        collection = Collection(path=str(store.path.resolve()), data=_StorePassages(store))
+        collection = Collection(path=str(store.path.resolve()), data=StorePassages(store))
         log.info("indexing %d passages with %s (nbits %d, %d threads)", len(store), ckpt_path, nbits, threads)
         # Run settings (where the index goes) must sit in the run context: it overrides `config`.
         run_config = RunConfig(nranks=1, avoid_fork_if_possible=True, index_root=str(tmp.parent), root=str(tmp))
@@ -154,7 +134,7 @@ def build_index(
         )
         if indexed != len(store):
             raise RuntimeError(f"colbert-ai indexed {indexed} of {len(store)} passages")
-        np.save(tmp / DOC_IDS, _doc_ids_in_row_order(store))
+        np.save(tmp / DOC_IDS, doc_ids_in_row_order(store))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -176,51 +156,18 @@ def build_index(
             "avg_doclen": round(colbert_meta["avg_doclen"], 2),
             "threads": threads,
         },
-        "device": _device(),
+        "device": device_name(),
         "seconds": round(seconds, 3),
         "passages_per_second": round(len(store) / seconds, 1),
         "versions": runtime_versions(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n")
-    if index_dir.exists():
-        shutil.rmtree(index_dir)
-    os.replace(tmp, index_dir)
+    finish_index(tmp, index_dir, provenance)
     log.info("index %s: %d passages in %.1f s", index_dir, len(store), seconds)
     return provenance
 
 
-def _doc_ids_in_row_order(store: CorpusStore) -> np.ndarray:
-    ids = [d.encode("utf-8") for batch in store.iter_batches() for d in batch.column("doc_id").to_pylist()]
-    return np.array(ids, dtype=f"S{max(map(len, ids))}")
-
-
-def _torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
-
-
-def _device() -> str:
-    import torch
-
-    return f"cuda: {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "cpu"
-
-
 # ------------------------------------------------------------------ retrieval
-
-
-class _DocIds:
-    """PLAID passage id -> doc id, from the index's memory-mapped DOC_IDS."""
-
-    def __init__(self, path: Path):
-        self.ids = np.load(path, mmap_mode="r")
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, pid: int) -> str:
-        return bytes(self.ids[pid]).decode("utf-8")
 
 
 def check_index(index_dir: str | Path) -> dict:
@@ -228,8 +175,7 @@ def check_index(index_dir: str | Path) -> dict:
     index_dir = Path(index_dir)
     if not index_dir.is_dir():
         raise InputError(index_dir, None, "index directory not found")
-    provenance_path = index_dir / PROVENANCE
-    provenance = json.loads(provenance_path.read_text()) if provenance_path.exists() else {}
+    provenance = read_provenance(index_dir) or {}
     if provenance.get("format") != INDEX_FORMAT:
         if (index_dir / "store.json").exists():
             what = "it is a corpus store"
@@ -274,20 +220,15 @@ def retrieve(
     Stats: queries, hits, queries with fewer than k hits (logged as a warning too),
     seconds, queries/s, settings, the index's provenance, versions.
     """
-    if k < 1 or batch_size < 1:
-        raise ValueError(f"k and batch size must be positive (k={k}, batch size={batch_size})")
+    check_k(k, batch_size)
     if ncells < 1 or ndocs < 4 * k:
         raise ValueError(
             f"need ncells >= 1 and ndocs >= 4 k (PLAID scores ndocs / 4 passages exactly): {ncells}, {ndocs}"
         )
-    if not tag or any(c.isspace() for c in tag):
-        raise ValueError(f"run tag must be non-empty without whitespace: {tag!r}")
-    spaced = next((q for q in queries if any(c.isspace() for c in q)), None)
-    if spaced is not None:
-        raise ValueError(f"query id {spaced!r} contains whitespace (a TREC run cannot hold it)")
+    check_run_names(tag, queries)
     index_dir = Path(index_dir)
     provenance = check_index(index_dir)
-    ckpt_path, ckpt_info = resolve_checkpoint(checkpoint or _recorded_checkpoint(provenance))
+    ckpt_path, ckpt_info = resolve_checkpoint(checkpoint or recorded_checkpoint(provenance))
     if ckpt_info["weights_sha256"] != provenance.get("weights_sha256"):
         log.warning(
             "%s is not the checkpoint %s was built with (weights differ): queries and passages are encoded by "
@@ -295,8 +236,8 @@ def retrieve(
             ckpt_path,
             index_dir,
         )
-    doc_ids = _DocIds(index_dir / DOC_IDS)
-    threads = threads or _torch_threads()
+    doc_ids = DocIds(index_dir / DOC_IDS)
+    threads = threads or torch_threads()
     hits: dict[str, tuple[list[int], list[float]]] = {}
 
     def search() -> float:
@@ -347,7 +288,7 @@ def retrieve(
         pids, values = hits[qid]
         order = sorted(range(len(pids)), key=lambda j: (-values[j], pids[j]))  # ties: by passage id
         ordered = [float(values[j]) for j in order]
-        separated += _strictly_decreasing(ordered)
+        separated += strictly_decreasing(ordered)
         qids.extend([qid] * len(order))
         ranked_ids.extend(doc_ids[pids[j]] for j in order)
         ranks.extend(range(1, len(order) + 1))
@@ -383,7 +324,7 @@ def retrieve(
             "tag": tag,
         },
         **{f"search_{key}": value for key, value in ckpt_info.items()},
-        "device": _device(),
+        "device": device_name(),
         "index": str(index_dir.resolve()),
         "index_provenance": provenance,
         "versions": runtime_versions(),
@@ -416,8 +357,8 @@ def exhaustive_search(
     check_checkpoint_loads(path)
     compile_extensions()  # Checkpoint loads colbert-ai's segmented_maxsim extension
     model = Checkpoint(str(path), colbert_config=ColBERTConfig(doc_maxlen=doc_maxlen), verbose=0)
-    texts = list(_StorePassages(store))
-    doc_ids = [d.decode("utf-8") for d in _doc_ids_in_row_order(store)]
+    texts = list(StorePassages(store))
+    doc_ids = [d.decode("utf-8") for d in doc_ids_in_row_order(store)]
     embeddings, lengths = [], []
     with torch.inference_mode():
         for start in range(0, len(texts), 50 * batch_size):  # bounded memory, as colbert-ai's encoder
@@ -435,103 +376,3 @@ def exhaustive_search(
             order = np.lexsort((np.arange(len(scores)), -scores))[:k]  # by score, ties by row
             ranking[qid] = [doc_ids[j] for j in order]
     return ranking
-
-
-def _recorded_checkpoint(provenance: dict) -> str:
-    """The checkpoint an index was built with: its folder if it still exists, else the name given (a hub id)."""
-    path = provenance.get("checkpoint_path")
-    return path if path and Path(path).is_dir() else provenance["checkpoint"]
-
-
-def _strictly_decreasing(scores: list[float]) -> int:
-    """Separate equal neighbours by one float64 step; returns how many scores moved."""
-    moved = 0
-    for i in range(1, len(scores)):
-        if scores[i] >= scores[i - 1]:
-            scores[i] = math.nextafter(scores[i - 1], -math.inf)
-            moved += 1
-    return moved
-
-
-# ------------------------------------------------------------------ command line
-
-
-def register(index_subparsers: argparse._SubParsersAction, retrieve_subparsers: argparse._SubParsersAction) -> None:
-    """Add `distillm index colbert` and `distillm retrieve colbert`."""
-    p = index_subparsers.add_parser("colbert", help="build a ColBERTv2 PLAID index with colbert-ai")
-    p.add_argument("--corpus", type=Path, required=True, help="corpus store directory (from `distillm ingest corpus`)")
-    p.add_argument(
-        "--checkpoint", required=True, help="hub id (e.g. colbert-ir/colbertv2.0, needs internet once) or local folder"
-    )
-    p.add_argument("--index", type=Path, required=True, help="index directory to write (replaced if it exists)")
-    p.add_argument("--nbits", type=int, default=NBITS, choices=(1, 2, 4), help=f"bits per dimension (default {NBITS})")
-    p.add_argument("--doc-maxlen", type=int, default=DOC_MAXLEN, help=f"passage tokens kept (default {DOC_MAXLEN})")
-    p.add_argument(
-        "--kmeans-niters", type=int, default=KMEANS_NITERS, help=f"k-means iterations (default {KMEANS_NITERS})"
-    )
-    _common_arguments(p)
-    p.set_defaults(func=_index_main)
-
-    r = retrieve_subparsers.add_parser("colbert", help="ColBERTv2 PLAID top-k per query -> TREC run")
-    r.add_argument("--index", type=Path, required=True, help="index directory (from `distillm index colbert`)")
-    r.add_argument("--queries", required=True, help="queries TSV/JSONL or irds:<dataset id>")
-    r.add_argument("--out", type=Path, required=True, help="TREC run to write; stats go to RUN.stats.json")
-    r.add_argument("--k", type=int, default=100, help="hits per query (default 100)")
-    r.add_argument("--ncells", type=int, default=NCELLS, help=f"centroids probed per query token (default {NCELLS})")
-    r.add_argument(
-        "--centroid-score-threshold",
-        type=float,
-        default=CENTROID_SCORE_THRESHOLD,
-        help=f"centroid pruning threshold (default {CENTROID_SCORE_THRESHOLD})",
-    )
-    r.add_argument(
-        "--ndocs", type=int, default=NDOCS, help=f"candidates scored approximately, >= 4 k (default {NDOCS})"
-    )
-    r.add_argument("--checkpoint", help="query encoder (default: the checkpoint the index was built with)")
-    r.add_argument("--tag", default="colbert", help="run tag naming the first stage (default colbert)")
-    r.add_argument("--batch-size", type=int, default=128, help="queries encoded per batch (default 128)")
-    _common_arguments(r)
-    r.set_defaults(func=_retrieve_main)
-
-
-def _common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's default, all cores)")
-    parser.add_argument(
-        "--stall-timeout",
-        type=float,
-        default=STALL_SECONDS,
-        metavar="SECONDS",
-        help=f"stop with an error after this long without CPU progress (default {STALL_SECONDS:.0f}; 0: never)",
-    )
-
-
-def _index_main(args: argparse.Namespace) -> None:
-    build_index(
-        args.corpus,
-        args.index,
-        args.checkpoint,
-        nbits=args.nbits,
-        doc_maxlen=args.doc_maxlen,
-        kmeans_niters=args.kmeans_niters,
-        threads=args.threads,
-        stall_seconds=args.stall_timeout,
-    )
-
-
-def _retrieve_main(args: argparse.Namespace) -> None:
-    def search(queries: dict[str, str]):
-        return retrieve(
-            args.index,
-            queries,
-            k=args.k,
-            ncells=args.ncells,
-            centroid_score_threshold=args.centroid_score_threshold,
-            ndocs=args.ndocs,
-            checkpoint=args.checkpoint,
-            tag=args.tag,
-            batch_size=args.batch_size,
-            threads=args.threads,
-            stall_seconds=args.stall_timeout,
-        )
-
-    retrieve_to_files(args.queries, args.out, args.k, search)

@@ -30,7 +30,7 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
-from pipeline.first_stage import colbert_ai  # noqa: F401  (the transformers-5 fix, before colbert-ai loads)
+from pipeline.first_stage import colbert_runtime  # noqa: F401  (the transformers-5 fix, before colbert-ai loads)
 from pipeline.infra.checksums import file_digest
 from pipeline.infra.errors import InputError
 
@@ -85,6 +85,12 @@ def resolve_checkpoint(checkpoint: str | Path) -> tuple[Path, dict]:
     info["checkpoint_path"] = str(path.resolve())
     info["weights_sha256"] = file_digest(weights)
     return path.resolve(), info
+
+
+def recorded_checkpoint(provenance: dict) -> str:
+    """The checkpoint an index was built with: its folder if it still exists, else the name given (a hub id)."""
+    path = provenance.get("checkpoint_path")
+    return path if path and Path(path).is_dir() else provenance["checkpoint"]
 
 
 def check_checkpoint_loads(path: Path, config=None):

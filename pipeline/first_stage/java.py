@@ -89,3 +89,8 @@ def runtime_versions() -> dict[str, str]:
         "lucene": str(autoclass("org.apache.lucene.util.Version").LATEST.toString()),
         "java": java_version(),
     }
+
+
+def java_message(error: Exception) -> str:
+    """The first line of a Java exception, without pyjnius' prefix."""
+    return str(error).splitlines()[0].removeprefix("JVM exception occurred: ")

@@ -4,6 +4,7 @@
     distillm train --stage distill ...    stage 2: distil the teacher's rankings (RankNet / ADR-MSE)
     distillm rerank --backend cross-encoder --model CKPT ...   re-rank a run with the student
 
-`model` holds the cross-encoder and its checkpoint folder, `losses` the loss functions,
-`data` the training lists, `train` the whole training loop, `score` re-ranking.
+`model` holds the cross-encoder, `checkpoint` its checkpoint folder, `losses` the loss
+functions, `data` the training lists (`teacher_rankings`: the teacher's rankings in any published
+layout), `train` the whole training loop (`train_settings`: its settings), `score` re-ranking.
 """

@@ -38,6 +38,7 @@ from pipeline.contract.run import ranked_lists, read_trec_run
 from pipeline.infra.errors import InputError
 from pipeline.student.model import passage_text
 from pipeline.student.teacher_rankings import read_teacher_rankings
+from pipeline.student.train_settings import STAGE_DEFAULTS
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,8 @@ class TeacherLists:
     def __init__(
         self,
         path: str | Path,
-        depth: int = 100,
-        list_size: int = 100,
+        depth: int = STAGE_DEFAULTS["distill"]["depth"],
+        list_size: int = STAGE_DEFAULTS["distill"]["list_size"],
         sampling: str = "random",
         max_queries: int = 0,
         corpus: CorpusStore | None = None,
@@ -180,8 +181,8 @@ class RelevanceLists:
         qrels: str | Path,
         queries: str | Path,
         corpus: CorpusStore,
-        depth: int = 200,
-        list_size: int = 8,
+        depth: int = STAGE_DEFAULTS["infonce"]["depth"],
+        list_size: int = STAGE_DEFAULTS["infonce"]["list_size"],
         threshold: int = 1,
         max_queries: int = 0,
         positives_from: str = "qrels",

@@ -89,7 +89,7 @@ def load_spec(path: str | Path) -> StudySpec:
 def prepare(spec: StudySpec, corpus: str | Path, out: str | Path) -> dict:
     """Each fold's training inputs under OUT/<fold>/ (see the module's docstring); returns their stats."""
     from pipeline.contract.qrels import write_qrels
-    from pipeline.ingest import ingest_run
+    from pipeline.ingestion import ingest_run
 
     out = Path(out)
     stats: dict[str, dict] = {}

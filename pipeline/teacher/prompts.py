@@ -10,9 +10,14 @@ Passage text goes through `ftfy.fix_text` first, as in rank_llm (MS MARCO has mo
 RankZephyr was trained on repaired text). tests/teacher/test_reference_replay.py shows every
 user message equal to the ones rank_llm logged on DL19 and DL20.
 
-`identifiers = "letters"` in a template names the passages [A], [B], ... instead of [1], [2],
-... (`pipeline.teacher.identifiers`; FIRST models need it), and then `[X]` in query or passage
-text is written `(X)`, as rank_llm's `_replace_number` does with `use_alpha`.
+How a prompt names the passages of a window (`identifiers`): `[1]`, `[2]`, ... or, with
+`identifiers = "letters"` in the template, `[A]`, `[B]`, ... Numbers are what RankGPT,
+RankVicuna and RankZephyr were trained on. Letters are what FIRST models
+(castorini/first_mistral, rank_llm's `--use_alpha`) use: FIRST ranks a window by the
+log-probability of the first generated identifier, so every identifier must be one token, and
+numbers from 10 up are two tokens in Llama/Mistral tokenizers. Letters allow windows of at most
+26 passages; with them `[X]` in query or passage text is written `(X)`, as rank_llm's
+`_replace_number` does with `use_alpha`.
 """
 
 from __future__ import annotations
@@ -29,9 +34,28 @@ from pathlib import Path
 from ftfy import fix_text
 
 from pipeline.infra.errors import InputError
-from pipeline.teacher.identifiers import SCHEMES, identifier
+from pipeline.teacher.settings import TeacherSettings
 
 Messages = list[dict[str, str]]
+
+SCHEMES = ("numbers", "letters")
+
+
+def identifiers(n: int, scheme: str = "numbers") -> list[str]:
+    """The identifiers of a window of n passages, in prompt order: "1".."n" or "A".."Z"."""
+    if scheme == "numbers":
+        return [str(i) for i in range(1, n + 1)]
+    if scheme == "letters":
+        if n > len(string.ascii_uppercase):
+            raise ValueError(f"letter identifiers name at most 26 passages, not a window of {n}")
+        return list(string.ascii_uppercase[:n])
+    raise ValueError(f"unknown identifier scheme {scheme!r}: choose one of {SCHEMES}")
+
+
+def identifier(rank: int, scheme: str = "numbers") -> str:
+    """The identifier of the passage at 1-based `rank` of a window."""
+    return str(rank) if scheme == "numbers" else identifiers(rank, scheme)[-1]
+
 
 # The keys of a template file and the str.format fields each may use.
 _FIELDS = {"system": set(), "prefix": {"num", "query"}, "passage": {"rank", "passage"}, "suffix": {"num", "query"}}
@@ -173,7 +197,7 @@ def fit_messages(
     passages: list[tuple[str, str | None]],
     count_tokens: Callable[[Messages], int],
     max_prompt_tokens: int,
-    max_words: int = 300,
+    max_words: int = TeacherSettings.max_words,
 ) -> tuple[Messages, int, int]:
     """Build the messages with at most `max_words` words per passage, shortening all passages
     until `count_tokens(messages) <= max_prompt_tokens`.

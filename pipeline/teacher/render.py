@@ -1,4 +1,5 @@
-"""A window's chat messages as the model sees them: prompt text, token ids, and the hash that names them.
+"""A window's request: its chat messages as the model sees them (prompt text, token ids), the
+hash that names them, and its reply budget.
 
 `PromptRenderer` applies the model tokenizer's chat template and tokenizes the result as
 vLLM's `generate` would. A FIRST prompt (`opening="["`) ends with the reply's opening
@@ -6,17 +7,33 @@ bracket, so the model's next token is an identifier; `first_token_ids` checks th
 identifier is one token there. `messages_sha256` is a window's `prompt_sha256` in the reply
 log: the same messages give the same hash whatever the model, which is what lets earlier
 replies answer the same prompt (`pipeline.teacher.reuse`).
+
+`WindowPrompts` builds any window's request. With a tokenizer the messages are fitted to the
+model's context (`--max-model-len` minus the reply budget: passages shortened as rank_llm does)
+and rendered with its chat template; without one (a chat server, or replay) they are built at
+the window's word budget and the server counts the tokens. The request's `info` becomes part of
+the window's log record (`pipeline.teacher.replies.window_record`): prompt_sha256,
+words_per_passage, prompt_tokens (0 until a chat server counts them), and `think_opened` when
+the rendered prompt ends inside an opened `<think>` (the model's reply then starts with its
+reasoning).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import logging
 from pathlib import Path
+from typing import Any
 
-from pipeline.teacher.identifiers import identifiers
+from pipeline.teacher.backends import Request
+from pipeline.teacher.prompts import Messages, PromptOverflow, PromptTemplate, build_messages, fit_messages, identifiers
+from pipeline.teacher.settings import TeacherSettings
 
-Messages = list[dict[str, str]]
+log = logging.getLogger(__name__)
+
+FIRST_OPENING = "["  # a FIRST prompt ends with the reply's opening bracket: the next token is an identifier
 
 
 def messages_json(messages: Messages) -> str:
@@ -161,3 +178,84 @@ def load_tokenizer(name: str):
 
 def _first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+
+
+class WindowPrompts:
+    """Builds the request of any window of a run (one template, one renderer, one set of settings)."""
+
+    def __init__(self, renderer: PromptRenderer, settings: TeacherSettings, template: PromptTemplate):
+        self.renderer, self.settings, self.template = renderer, settings, template
+        self.scheme = template.identifiers
+        self.first = settings.ranking == "first"
+        if self.first:  # fails here, before any model call, unless every identifier is one token
+            renderer.first_token_ids(identifiers(settings.window, self.scheme))
+        self.opening = FIRST_OPENING if self.first else ""
+        self.count_tokens = functools.partial(renderer.count_tokens, opening=self.opening)
+
+    def reply_tokens(self, n: int) -> int:
+        """max_tokens of a window of n passages."""
+        s = self.settings
+        if self.first:
+            return 1
+        if s.max_new_tokens:
+            return s.max_new_tokens
+        if s.constrained:
+            # under a regex the model may spell the reply in more, shorter tokens than the
+            # tokenizer would, and may repeat its longest identifier n times; every token
+            # holds at least one character, so the longest match's length always fits
+            longest = max(len(name) for name in identifiers(n, self.scheme))
+            return n * (longest + 2) + (n - 1) * 3 + 1
+        return self.renderer.permutation_tokens(n, self.scheme)
+
+    def request(
+        self,
+        key: str,
+        qid: str,
+        window: int,
+        query: str,
+        passages: list[tuple[str, str | None]],
+        words: int | None = None,
+        partial: bool = False,
+        quiet: bool = False,
+    ) -> tuple[Request | None, dict[str, Any]]:
+        """The window's request with at most `words` words per passage (default `--max-words`),
+        and its `info`; None and an `info` saying why ("overflow") when no prompt fits."""
+        s = self.settings
+        n = len(passages)
+        max_tokens = self.reply_tokens(n)
+        words = s.max_words if words is None else words
+        try:
+            if self.renderer.tokenizer is None:
+                messages = build_messages(self.template, query, passages, words)
+            else:
+                budget = s.max_model_len - max_tokens
+                messages, words, _ = fit_messages(self.template, query, passages, self.count_tokens, budget, words)
+        except PromptOverflow as e:
+            if not quiet:
+                log.warning("query %s window %d: %s; its order is kept", qid, window, e)
+            return None, {"prompt_sha256": None, "words_per_passage": None, "prompt_tokens": 0, "overflow": str(e)}
+        key_json = messages_json(messages)
+        text, ids = self.renderer.render(messages, key_json, self.opening)
+        info: dict[str, Any] = {
+            "prompt_sha256": messages_sha256(messages, key_json),
+            "words_per_passage": words,
+            "prompt_tokens": len(ids),
+        }
+        if self.renderer.tokenizer is not None and text.rstrip().endswith("<think>"):
+            info["think_opened"] = True
+        names = tuple(identifiers(n, self.scheme)) if self.first else ()
+        request = Request(
+            key,
+            text,
+            ids,
+            info["prompt_sha256"],
+            max_tokens,
+            qid,
+            window,
+            regex=permutation_regex(n, self.scheme) if s.constrained else None,
+            partial=partial,
+            identifiers=names,
+            identifier_ids=tuple(self.renderer.first_token_ids(list(names))) if self.first else (),
+            messages=tuple(messages),
+        )
+        return request, info

@@ -4,8 +4,8 @@ A teacher's expensive unit is one model call on one prompt. A window whose promp
 (`prompt_sha256`, the hash of its chat messages) was answered before, by the same model under
 the same generation settings, gets that reply again instead of a new model call: after a
 changed first stage, more queries, other window settings or a crash, only new prompts cost
-anything. The same mechanism is the replay backend (`--backend replay:LOG`): every window
-must be in the log, and no model is ever opened.
+anything. The same mechanism is the replay backend (`--backend replay:LOG`, `ReplayBackend`):
+every window must be in the log, and no model is ever opened.
 
 The index holds, per prompt hash, the file and byte offset of its record (about 150 bytes
 per window in memory), never the replies themselves; a reply is read back when it is used.
@@ -14,6 +14,14 @@ constraint, ranking mode: a FIRST reply is one token and its identifiers' log-pr
 re-ranked from those), so those are what must match (`GENERATION_KEYS`); the backend that produced a
 reply is recorded but does not matter (vLLM and transformers give the same greedy replies:
 tests/teacher/test_backends.py).
+
+Replay: LOG is a reply log or a folder of them (`*.jsonl`, e.g. one per recorded query set). A
+window's reply is the one logged for the same prompt: a window the log never answered is an error
+naming it, never a guess. Logs of rank_llm's recorded replies come from `distillm ingest replies`
+(`pipeline.teacher.recorded_replies`), which matches every recorded prompt to our windows, so
+they replay by prompt hash too. `by_window=True` (tests that script replies per window, no
+command-line flag) also accepts the reply logged for the same (qid, window index) when no prompt
+matches, and counts it.
 """
 
 from __future__ import annotations
@@ -66,7 +74,7 @@ class ReplyIndex:
 
     `refused` holds the prompts a server refused as too long for its context (a record's
     `context_retries`): a window built the same way meets the same refusal, and shrinks the
-    same way (`pipeline.teacher.context_retry`), without asking the server again."""
+    same way (`pipeline.teacher.replies.shrunk_words`), without asking the server again."""
 
     def __init__(self) -> None:
         self.paths: list[Path] = []
@@ -200,3 +208,53 @@ class ReusingBackend:
         if self.model is not None:
             return {**self.model.provenance(), **found}
         return {"backend": self.name, **found}
+
+
+# --- replay: every window from the logs, no model ----------------------------------------------
+
+
+def replay_logs(path: Path) -> list[Path]:
+    """The reply logs of `replay:PATH`: the file, or the `*.jsonl` files of the folder."""
+    if path.is_dir():
+        logs = sorted(path.glob("*.jsonl"))
+        if not logs:
+            raise InputError(path, None, "no reply logs (*.jsonl) in this folder")
+        return logs
+    if not path.is_file():
+        raise InputError(path, None, "reply log to replay not found")
+    return [path]
+
+
+def replay_settings(path: Path) -> dict[str, Any] | None:
+    """The settings the replayed replies were written under (of the first log; None if unknown)."""
+    return read_settings(replay_logs(path)[0])
+
+
+class ReplayBackend(ReusingBackend):
+    name = "replay"
+
+    def __init__(self, log_path: str | Path, by_window: bool = False):
+        self.log_path = Path(log_path)
+        index = ReplyIndex()
+        for path in replay_logs(self.log_path):
+            index.add(path)
+        super().__init__(index, None, "replay")
+        self.by_window: dict[tuple[str, int], int] = {}
+        if by_window:
+            for _, offset, record in reply_log_records(index.paths[0]):
+                if record.get("reply") is not None:
+                    self.by_window.setdefault((record["qid"], record["window"]), offset)
+        self.matched = {"prompt_sha256": 0, "qid_window": 0}
+
+    def submit(self, request: Request) -> None:
+        offset = self.by_window.get((request.qid, request.window))
+        if offset is None or request.prompt_sha256 in self.index.windows:
+            super().submit(request)  # by prompt hash, or an error naming the window
+            self.matched["prompt_sha256"] += 1
+            return
+        record, path = self.index.read(0, offset)
+        self.matched["qid_window"] += 1
+        self.ready.append(logged_reply(request.key, record, path))
+
+    def provenance(self) -> dict[str, Any]:
+        return {"backend": "replay", "log": str(self.log_path), "matched": dict(self.matched)}

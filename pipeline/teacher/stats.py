@@ -1,14 +1,23 @@
-"""A teacher run's statistics (`OUT.stats.json`): windows, repairs, tokens, cost, timing, provenance.
+"""A teacher run's statistics (`OUT.stats.json`): windows, repairs, tokens, cost, timing, provenance;
+and where a run's cost must stop it.
 
 Every count comes from the reply-log records of the output's windows, replayed from the log
 and new alike, so a resumed run's stats equal an uninterrupted run's (timing aside).
-`pipeline.teacher.shards` sums these fields when it merges shards.
+`pipeline.teacher.scale_out` sums these fields when it merges shards.
 
 Tokens: `prompt_tokens` and `completion_tokens` of every window (a chat server's `usage`, or the
 local tokenizer's count); `reasoning_tokens`, the part of the completion tokens a reasoning model
 spent thinking (the server's count, else the tokenizer's, else the completion tokens shared by
-characters). `cost` (with prices) counts the windows a model answered for this run
-(`pipeline.teacher.cost`).
+characters).
+
+Cost: prices are per million tokens, prompt and completion apart (`--price-in`, `--price-out`),
+as providers quote them. A run's cost counts the windows a model answered for it, in this
+invocation or an earlier one that the reply log resumes; windows answered from another run's log
+(`--reuse`, a set-aside log) cost nothing. Completion tokens include reasoning tokens, as
+providers bill them. `--max-cost` stops submitting windows once the cost reaches the budget
+(`BudgetReached`); windows already sent are awaited and logged (they are paid for), the run file
+is not written, and the same command with a higher budget resumes from the log. Before a run,
+`--dry-run` estimates it (`pipeline.teacher.job.estimate`).
 """
 
 from __future__ import annotations
@@ -17,8 +26,19 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.teacher.cost import Prices
-from pipeline.teacher.parse import REASONING_CUT_OFF, REPAIRS
+from pipeline.contract.reply_log import PROMPT_OVERFLOW, REASONING_CUT_OFF, REPAIRS
+from pipeline.teacher.settings import Prices
+
+
+class BudgetReached(Exception):
+    """`--max-cost` reached: no window was submitted after it; the reply log holds every answer."""
+
+    def __init__(self, spent: float, budget: float, windows: int, total: int):
+        self.spent, self.budget, self.windows, self.total = spent, budget, windows, total
+        super().__init__(
+            f"stopped at --max-cost {budget:g}: {windows} of {total} windows done, cost {spent:.4f}; "
+            "the reply log keeps them: rerun with a higher --max-cost to continue"
+        )
 
 
 @dataclass
@@ -54,7 +74,7 @@ class Tally:
         self.ids_missing += record["n_missing"]
         self.ids_repeated += record["n_repeated"]
         self.ids_out_of_range += record["n_out_of_range"]
-        self.prompt_overflow += "prompt_overflow" in record["repairs"]
+        self.prompt_overflow += PROMPT_OVERFLOW in record["repairs"]
         self.shrunk += record["words_per_passage"] is not None and record["words_per_passage"] < max_words
         self.prompt_tokens += record["prompt_tokens"]
         self.completion_tokens += record["completion_tokens"]
@@ -74,7 +94,7 @@ class Tally:
             "windows_reused": self.reused,
             "windows_repaired": self.repaired,
             "repair_rate": self.repaired / self.windows if self.windows else 0.0,
-            "repairs": {name: self.repairs.get(name, 0) for name in (*REPAIRS, REASONING_CUT_OFF, "prompt_overflow")},
+            "repairs": {name: self.repairs.get(name, 0) for name in (*REPAIRS, REASONING_CUT_OFF, PROMPT_OVERFLOW)},
             "ids_missing": self.ids_missing,
             "ids_repeated": self.ids_repeated,
             "ids_out_of_range": self.ids_out_of_range,

@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pipeline.teacher.settings import TeacherSettings
+
 
 @dataclass(frozen=True)
 class Window:
@@ -34,7 +36,7 @@ class Window:
         return self.end - self.start
 
 
-def sliding_windows(n: int, window: int = 20, stride: int = 10) -> list[Window]:
+def sliding_windows(n: int, window: int = TeacherSettings.window, stride: int = TeacherSettings.stride) -> list[Window]:
     """Windows over the top `n` positions, bottom first, ending with the one that starts at 0.
 
     The last window (the top one) may be shorter when n is not window + k * stride; n < window
@@ -72,9 +74,9 @@ def apply_permutation(ranking: list[str], window: Window, order: list[int]) -> l
 def rerank(
     ranking: list[str],
     rank_window: Callable[[list[str]], list[int]],
-    depth: int = 100,
-    window: int = 20,
-    stride: int = 10,
+    depth: int = TeacherSettings.depth,
+    window: int = TeacherSettings.window,
+    stride: int = TeacherSettings.stride,
 ) -> list[str]:
     """Re-rank the top `depth` of `ranking` window by window with `rank_window` (the ids of a
     window in current order -> a permutation of their positions, best first).

@@ -18,7 +18,7 @@ REPLIES = REFERENCE.resolve().parent / "reference" / "teacher_runs" / "rankvicun
 @pytest.fixture(scope="session")
 def teacher_dl19(dl_store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """`distillm rerank --backend replay:LOG` over DL19's BM25 top-100: 43 queries x 100, 9 windows each."""
-    from pipeline.teacher.rank_llm_dump import ingest_files
+    from pipeline.teacher.recorded_replies import ingest_files
 
     if not REPLIES.is_file():
         pytest.fail(f"reference replies not found: {REPLIES}")

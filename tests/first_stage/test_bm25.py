@@ -24,10 +24,9 @@ import pytest
 
 from pipeline.contract.qrels import read_qrels
 from pipeline.contract.queries import read_queries
-from pipeline.contract.run import ranked_lists, read_trec_run, write_trec_run
-from pipeline.evaluate import evaluate
+from pipeline.contract.run import ranked_lists, read_trec_run, stats_path, write_trec_run
+from pipeline.evaluation.measures import evaluate
 from pipeline.first_stage import bm25
-from pipeline.first_stage.runs import stats_path
 from pipeline.infra.errors import InputError
 
 engine = pytest.mark.engine

@@ -24,10 +24,10 @@ import pytest
 from pipeline.cli import main
 from pipeline.contract.corpus import CorpusStore
 from pipeline.contract.qrels import read_qrels
-from pipeline.contract.run import ranked_lists, read_trec_run, write_trec_run
-from pipeline.first_stage import colbert, colbert_ai
+from pipeline.contract.run import ranked_lists, read_trec_run, stats_path, write_trec_run
+from pipeline.first_stage import colbert
+from pipeline.first_stage import colbert_runtime as colbert_ai
 from pipeline.first_stage.colbert_checkpoint import build_minilm_colbert_checkpoint
-from pipeline.first_stage.runs import stats_path
 from pipeline.infra.errors import InputError
 
 # Session fixtures (checkpoint, subset store, index, runs): see colbert_fixtures.py.
@@ -274,7 +274,7 @@ def test_encoding_each_passage_once_builds_the_same_index(
     small = build_corpus_store(
         enumerate(store.passages(ids), start=1), tmp_path / "corpus", source="150", progress=False
     )
-    with caplog.at_level(logging.INFO, logger="pipeline.first_stage.colbert_ai"):
+    with caplog.at_level(logging.INFO, logger="pipeline.first_stage.colbert_runtime"):
         colbert.build_index(small.path, tmp_path / "once", colbert_checkpoint, progress=False)
     assert "reusing the k-means sample's embeddings of all 150 passages" in caplog.text
     monkeypatch.setattr(colbert, "encode_each_passage_once", lambda size: nullcontext())
@@ -377,7 +377,7 @@ def test_full_candidate_pool(dl_store: Path, colbert_checkpoint: Path, trec_dl: 
     2-bit compression alone); nDCG@10 0.336 (DL19) / 0.383 (DL20).
     """
     from pipeline.contract.queries import read_queries
-    from pipeline.evaluate import evaluate
+    from pipeline.evaluation.measures import evaluate
 
     index = tmp_path / "pool"
     provenance = colbert.build_index(dl_store / "corpus", index, colbert_checkpoint, progress=False)

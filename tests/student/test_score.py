@@ -61,7 +61,7 @@ def test_student_order_scores_strictly_decrease():
 def test_rerank_with_student_reproduces_the_trainers_evaluation(distilled: Path, dl19_lists, dl19_files):
     from pipeline.contract.corpus import CorpusStore
     from pipeline.contract.run import run_from_lists
-    from pipeline.evaluate import evaluate
+    from pipeline.evaluation.measures import evaluate
     from pipeline.student.score import rerank_with_student
 
     lists, queries, qrels = dl19_lists

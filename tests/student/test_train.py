@@ -15,7 +15,8 @@ import pytest
 
 from pipeline.infra.crash_points import VARIABLE, crash_point_setting, wait_for_crash_point
 from pipeline.infra.errors import InputError
-from pipeline.student.train import TrainConfig, lr_at, train
+from pipeline.student.train import lr_at, train
+from pipeline.student.train_settings import TrainConfig
 from tests.conftest import REPO
 from tests.student.conftest import FAST, TRAIN_QIDS, stand_in_teacher, write_teacher_dataset
 

@@ -94,7 +94,7 @@ def vllm_server(tiny_mistral: Path):
 
 @pytest.fixture(scope="session")
 def renderer(tiny_mistral: Path):
-    from pipeline.teacher.rerank import PromptRenderer
+    from pipeline.teacher.render import PromptRenderer
 
     return PromptRenderer(str(tiny_mistral))
 
@@ -117,7 +117,7 @@ RANKVICUNA = "castorini/rank_vicuna_7b_v1"  # the model that wrote the recorded 
 def rankvicuna_dl19_log(dl_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A reply log of RankVicuna-7B's real DL19 replies as rank_llm recorded them
     (`distillm ingest replies`): replay finds every window by its prompt hash."""
-    from pipeline.teacher.rank_llm_dump import ingest_files
+    from pipeline.teacher.recorded_replies import ingest_files
     from tests.conftest import SHARED_DATA
 
     out = tmp_path_factory.mktemp("rankvicuna") / "rankvicuna-dl19.jsonl"

@@ -14,9 +14,10 @@ import pytest
 from pipeline.contract.reply_log import read_reply_log
 from pipeline.teacher.backends import Request
 from pipeline.teacher.backends.openai_server import OpenAIBackend
+from pipeline.teacher.driver import Teacher
 from pipeline.teacher.prompts import build_messages, load_prompt
 from pipeline.teacher.render import PromptRenderer
-from pipeline.teacher.rerank import Teacher, TeacherSettings
+from pipeline.teacher.settings import TeacherSettings
 
 
 def run(backend, renderer, dl19, log_path: Path, n_queries: int = 2) -> dict[tuple[str, int], str]:

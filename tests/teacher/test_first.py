@@ -18,13 +18,11 @@ from pipeline.contract.reply_log import read_reply_log
 from pipeline.infra.errors import InputError
 from pipeline.teacher.backends import Request
 from pipeline.teacher.backends.openai_server import OpenAIBackend
-from pipeline.teacher.backends.replay import ReplayBackend
-from pipeline.teacher.identifiers import identifiers
-from pipeline.teacher.parse import rank_by_logprobs
-from pipeline.teacher.prompts import build_messages, load_prompt
+from pipeline.teacher.driver import Teacher
+from pipeline.teacher.prompts import build_messages, identifiers, load_prompt
 from pipeline.teacher.render import messages_sha256
-from pipeline.teacher.rerank import Teacher
-from pipeline.teacher.reuse import ReplyIndex, ReusingBackend
+from pipeline.teacher.replies import rank_by_logprobs
+from pipeline.teacher.reuse import ReplayBackend, ReplyIndex, ReusingBackend
 from pipeline.teacher.settings import TeacherSettings
 from pipeline.teacher.windows import rerank
 from tests.teacher.conftest import dl19_inputs, log_records

@@ -14,13 +14,13 @@ import pytest
 from pipeline.contract.corpus import CorpusStore
 from pipeline.contract.queries import read_queries
 from pipeline.contract.rerank_inputs import read_rerank_lists
-from pipeline.teacher.backends.replay import ReplayBackend
+from pipeline.teacher.driver import Teacher
+from pipeline.teacher.job import run_to_files
 from pipeline.teacher.prompts import load_prompt
 from pipeline.teacher.render import PromptRenderer
-from pipeline.teacher.rerank import Teacher
-from pipeline.teacher.run_files import run_to_files
+from pipeline.teacher.reuse import ReplayBackend
+from pipeline.teacher.scale_out import merge_runs
 from pipeline.teacher.settings import TeacherSettings
-from pipeline.teacher.shards import merge_runs
 
 SETTINGS = TeacherSettings(model="scripted", prompt="rank_vicuna", depth=20, window=4, stride=2)  # 9 windows
 REPLY = "[4] > [2] > [3] > [1]"

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from pipeline.teacher.parse import parse_permutation
 from pipeline.teacher.prompts import build_messages, load_prompt
-from pipeline.teacher.rank_llm_dump import read_rank_llm_dump
+from pipeline.teacher.recorded_replies import read_rank_llm_dump
+from pipeline.teacher.replies import parse_permutation
 from pipeline.teacher.windows import rerank
 from tests.conftest import SHARED_DATA
 

@@ -1,6 +1,6 @@
 """The reply log's reading contract: only a partial last line is a crash artefact; any other bad
 line is an error naming the file and line, whether the log is read to resume, replayed or merged
-(merge: tests/teacher/test_shards.py); it is read one line at a time."""
+(merge: tests/teacher/test_scale_out.py); it is read one line at a time."""
 
 from __future__ import annotations
 

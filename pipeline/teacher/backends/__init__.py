@@ -12,7 +12,7 @@ in whatever order they complete:
                      for key (its final reply still comes)
     close()
 
-The driver (`pipeline.teacher.rerank`) submits a query's next window as soon as the
+The driver (`pipeline.teacher.driver`) submits a query's next window as soon as the
 previous one returns, so an engine with continuous batching stays saturated. Backends
 that can stream (vllm) also return a request's text so far (`Reply.finished` False) when
 it asked for it (`Request.partial`): once the reply names the identifiers that the next
@@ -28,7 +28,9 @@ server those among the top log-probabilities it returns (it must return some).
                     window's messages (no tokenizer: hosted models), or `/completions` with
                     the rendered prompt (`--tokenizer`: exactly the tokens the others see)
     transformers    batched `generate` (no vLLM needed)
-    replay:LOG      replies from an earlier reply log, no model (pipeline.teacher.reuse)
+    replay:LOG      replies from an earlier reply log, no model (pipeline.teacher.reuse.ReplayBackend)
+
+`pipeline.teacher.job.open_model_backend` opens one by its name.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ class Reply:
     reasoning_tokens: int | None = None  # as the server counted them (usage), when it did
     prompt_tokens: int | None = None  # as the server counted them (usage): a chat prompt has no local count
     # The server refused the prompt as longer than the model's context (its message): the
-    # driver shrinks the window's passages and asks again (pipeline.teacher.context_retry).
+    # driver shrinks the window's passages and asks again (pipeline.teacher.replies.shrunk_words).
     context_error: str | None = None
 
 
@@ -82,26 +84,3 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
     def provenance(self) -> dict[str, Any]: ...
-
-
-def open_backend(spec: str, **options: Any) -> Backend:
-    """Build a model backend from its name (`vllm`, `openai`, `transformers`); `replay:LOG` is
-    not a model: the teacher answers it from the log (pipeline.teacher.reuse)."""
-    if spec == "vllm":
-        from pipeline.teacher.backends.vllm_engine import VLLMBackend
-
-        return VLLMBackend(**options)
-    if spec == "openai":
-        from pipeline.teacher.backends.openai_server import OpenAIBackend
-
-        return OpenAIBackend(**options)
-    if spec == "transformers":
-        from pipeline.teacher.backends.hf_generate import TransformersBackend
-
-        return TransformersBackend(**options)
-    raise ValueError(f"unknown teacher backend {spec!r}: choose vllm, openai, transformers or replay:LOG")
-
-
-def streams_partial_replies(spec: str) -> bool:
-    """Whether the backend returns partial replies (early submission), known before it is opened."""
-    return spec == "vllm"

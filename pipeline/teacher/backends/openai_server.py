@@ -17,7 +17,7 @@ once with one line that says what to fix (`ServiceError`): 401/403 (the key in O
 never its value), 404 (the model and the URL), a server that refuses the connection or cannot be
 resolved before it ever answered (the URL). A 400 saying the prompt exceeds the model's context
 is not an error: the reply carries it (`Reply.context_error`) and the driver shrinks the
-window's passages and asks again (`pipeline.teacher.context_retry`).
+window's passages and asks again (`pipeline.teacher.replies.shrunk_words`).
 
 Reasoning models: a server's reasoning parser (vLLM `--reasoning-parser`, and hosted reasoning
 models) returns the thoughts apart from the answer (`reasoning_content`, or `reasoning` in newer
