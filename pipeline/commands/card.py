@@ -1,5 +1,5 @@
 """`distillm card DIR`: rewrite DIR/README.md (the dataset card) from DIR/metadata.json
-(`pipeline.dataset.card.write_card`)."""
+(`pipeline.dataset.dataset_card.write_card`)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.dataset.card import write_card
+    from pipeline.dataset.dataset_card import write_card
 
     path = args.dir / "metadata.json"
     if not path.exists():

@@ -3,8 +3,8 @@
     distillm export --first-stage FS.run --teacher T.run --teacher-stats T.run.stats.json \\
         --queries Q.tsv [--corpus STORE --with-text] --out DIR
 
-The flags are `pipeline.dataset.export.ExportSettings` (their defaults are its own); the export
-is `pipeline.dataset.export.export_dataset`.
+The flags are `pipeline.dataset.exporter.ExportSettings` (their defaults are its own); the export
+is `pipeline.dataset.exporter.export_dataset`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from pipeline.commands import settings_from
-from pipeline.dataset.export import ExportSettings, export_dataset
+from pipeline.dataset.exporter import ExportSettings, export_dataset
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
     distillm fetch-dataset RECORD --out DIR [--file PATTERN ...]
 
 Downloads a record's files and checks md5 (record) and sha256 (manifest), unpacks the archive and
-validates the dataset (`pipeline.dataset.zenodo.fetch`, `pipeline.dataset.validate`); it replaces
+validates the dataset (`pipeline.dataset.zenodo.fetch`, `pipeline.dataset.validation`); it replaces
 an existing --out only if that is an earlier fetch of the same record (or with --overwrite).
 """
 
@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.dataset.validate import validate_dataset
+    from pipeline.dataset.validation import validate_dataset
     from pipeline.dataset.zenodo import ZenodoError, _client, fetch
 
     client, _ = _client(server_of(args), need_token=False)

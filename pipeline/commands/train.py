@@ -6,7 +6,7 @@
         --init models/stage1/model --loss ranknet --out models/student
 
 One flag per setting of `pipeline.student.train_settings.TrainConfig`, with its default and help
-as declared there; the trainer is `pipeline.student.train.train`.
+as declared there; the trainer is `pipeline.student.trainer.train`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.student.train import train
+    from pipeline.student.trainer import train
 
     final = train(settings_from(TrainConfig, args))
     print(json.dumps(final, indent=2))

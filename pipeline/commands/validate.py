@@ -1,6 +1,6 @@
 """`distillm validate DIR`: is an exported dataset what its metadata and card say it is?
 
-Exit 0 with a summary, or 2 with the offending rows (`pipeline.dataset.validate.validate_dataset`).
+Exit 0 with a summary, or 2 with the offending rows (`pipeline.dataset.validation.validate_dataset`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.dataset.validate import validate_dataset
+    from pipeline.dataset.validation import validate_dataset
 
     summary, problems = validate_dataset(args.dir)
     if not problems:

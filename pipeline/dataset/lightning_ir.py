@@ -25,10 +25,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+from pipeline.contract.dataset import DOC_ID, QID, QUERY, TEACHER_RANK, TEACHER_SCORE, TEXT
+
 log = logging.getLogger(__name__)
 
 COLUMNS = ("query_id", "query", "doc_id", "rank", "score")  # then "text" when exported with text
-_SOURCE_COLUMNS = {"qid": "query_id", "query": "query", "doc_id": "doc_id", "teacher_rank": "rank"}
+_SOURCE_COLUMNS = {QID: "query_id", QUERY: "query", DOC_ID: "doc_id", TEACHER_RANK: "rank"}  # ours -> theirs
 
 
 def name_part(text: str) -> str:
@@ -97,7 +99,7 @@ def write_parquet(shards: list[Path], out: Path, with_text: bool) -> None:
     if with_text:
         fields.append(pa.field("text", pa.string(), nullable=False))
     schema = pa.schema(fields)
-    columns = [*_SOURCE_COLUMNS, "teacher_score", *(["text"] if with_text else [])]
+    columns = [*_SOURCE_COLUMNS, TEACHER_SCORE, *([TEXT] if with_text else [])]
     with pq.ParquetWriter(out, schema) as writer:
         for shard in shards:
             for batch in pq.ParquetFile(shard).iter_batches(batch_size=65_536, columns=columns):
@@ -119,7 +121,7 @@ def problems(path: Path, teacher: Any) -> list[str]:
         found.append(f"{path.name}: columns {names}, expected {list(COLUMNS)} [+ text]")
         return found
     run = pq.read_table(path, columns=["query_id", "doc_id", "rank"]).to_pandas()
-    run.columns = ["qid", "doc_id", "teacher_rank"]
+    run.columns = [QID, DOC_ID, TEACHER_RANK]
     if len(run) != len(teacher):
         found.append(f"{path.name}: {len(run)} rows, the data {len(teacher)}")
         return found

@@ -198,7 +198,7 @@ def publish(
     """
     import json
 
-    from pipeline.dataset.card import zenodo_metadata
+    from pipeline.dataset.dataset_card import zenodo_metadata
     from pipeline.dataset.deposition import deposition_api
 
     meta = json.loads((dataset / "metadata.json").read_text())

@@ -37,10 +37,9 @@ from typing import NoReturn
 import pandas as pd
 
 from pipeline.contract.corpus import CorpusStore
-from pipeline.contract.run import run_frame, strictly_decreasing
 from pipeline.first_stage.index_folder import finish_index, read_provenance
 from pipeline.first_stage.java import java_message, runtime_versions, start_jvm
-from pipeline.first_stage.retrieval import check_k, check_run_names
+from pipeline.first_stage.retrieval import Hits, check_k, check_run_names
 from pipeline.infra.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -256,21 +255,14 @@ def retrieve(
     check_k(k, batch_size)
     check_run_names(tag, queries)
     threads = threads or default_threads()
-    qids, doc_ids, ranks, scores = [], [], [], []
-    no_hits, short, separated = [], 0, 0
+    hits = Hits(k)
     searcher = open_searcher(index_dir, k1, b)
     try:
         started = time.perf_counter()
         for qid, hit_ids, hit_scores in _search(searcher, queries, k, threads, batch_size, progress):
-            separated += strictly_decreasing(hit_scores)
-            qids.extend([qid] * len(hit_ids))
-            doc_ids.extend(hit_ids)
-            ranks.extend(range(1, len(hit_ids) + 1))
-            scores.extend(hit_scores)
-            short += len(hit_ids) < k
-            if not hit_ids:
-                no_hits.append(qid)
+            hits.add(qid, hit_ids, hit_scores)
         seconds = time.perf_counter() - started
+        no_hits = hits.empty
         empty_after_analysis = _empty_after_analysis(searcher, {q: queries[q] for q in no_hits})
     finally:
         searcher.close()
@@ -283,24 +275,20 @@ def retrieve(
             len(empty_after_analysis),
             ", ".join(no_hits[:10]) + (" ..." if len(no_hits) > 10 else ""),
         )
-    run = run_frame(qids, doc_ids, ranks, scores, tag)
     stats = {
-        "queries": len(queries),
-        "k": k,
-        "hits": len(run),
-        "queries_with_fewer_than_k_hits": short,
-        "queries_without_hits": len(no_hits),
-        "qids_without_hits": no_hits,
-        "qids_empty_after_analysis": empty_after_analysis,
-        "ties_separated": separated,
-        "seconds": round(seconds, 3),
-        "queries_per_second": round(len(queries) / seconds, 1) if seconds > 0 else None,
+        **hits.stats(
+            len(queries),
+            seconds,
+            queries_without_hits=len(no_hits),
+            qids_without_hits=no_hits,
+            qids_empty_after_analysis=empty_after_analysis,
+        ),
         "settings": {"k1": k1, "b": b, "threads": threads, "batch_size": batch_size, "tag": tag},
         "index": str(Path(index_dir).resolve()),
         "index_provenance": read_provenance(index_dir),
         "versions": runtime_versions(),
     }
-    return run, stats
+    return hits.run(tag), stats
 
 
 def _search(

@@ -42,7 +42,6 @@ import numpy as np
 import pandas as pd
 
 from pipeline.contract.corpus import CorpusStore
-from pipeline.contract.run import run_frame, strictly_decreasing
 from pipeline.first_stage.colbert_checkpoint import check_checkpoint_loads, recorded_checkpoint, resolve_checkpoint
 from pipeline.first_stage.colbert_runtime import (
     DocIds,
@@ -57,7 +56,7 @@ from pipeline.first_stage.colbert_runtime import (
     torch_threads,
 )
 from pipeline.first_stage.index_folder import PROVENANCE, finish_index, read_provenance
-from pipeline.first_stage.retrieval import check_k, check_run_names
+from pipeline.first_stage.retrieval import Hits, check_k, check_run_names
 from pipeline.infra.errors import InputError
 from pipeline.infra.watchdog import STALL_SECONDS, run_with_watchdog
 
@@ -281,20 +280,12 @@ def retrieve(
         return time.perf_counter() - started
 
     seconds = run_with_watchdog(search, "colbert search", stall_seconds, hint=stale_lock_hint)
-    qids, ranked_ids, ranks, scores = [], [], [], []
-    short: list[str] = []
-    separated = 0
+    found = Hits(k)
     for qid in queries:
         pids, values = hits[qid]
         order = sorted(range(len(pids)), key=lambda j: (-values[j], pids[j]))  # ties: by passage id
-        ordered = [float(values[j]) for j in order]
-        separated += strictly_decreasing(ordered)
-        qids.extend([qid] * len(order))
-        ranked_ids.extend(doc_ids[pids[j]] for j in order)
-        ranks.extend(range(1, len(order) + 1))
-        scores.extend(ordered)
-        if len(order) < k:
-            short.append(qid)
+        found.add(qid, [doc_ids[pids[j]] for j in order], [float(values[j]) for j in order])
+    short = found.short
     if short:
         log.warning(
             "%d of %d queries got fewer than %d hits (raise --ncells or --ndocs, or lower "
@@ -304,17 +295,8 @@ def retrieve(
             k,
             ", ".join(short[:10]) + (" ..." if len(short) > 10 else ""),
         )
-    run = run_frame(qids, ranked_ids, ranks, scores, tag)
     stats = {
-        "queries": len(queries),
-        "k": k,
-        "hits": len(run),
-        "queries_with_fewer_than_k_hits": len(short),
-        "qids_with_fewer_than_k_hits": short,
-        "queries_without_hits": sum(not hits[q][0] for q in queries),
-        "ties_separated": separated,
-        "seconds": round(seconds, 3),
-        "queries_per_second": round(len(queries) / seconds, 1) if seconds > 0 else None,
+        **found.stats(len(queries), seconds, qids_with_fewer_than_k_hits=short, queries_without_hits=len(found.empty)),
         "settings": {
             "ncells": ncells,
             "centroid_score_threshold": centroid_score_threshold,
@@ -329,7 +311,7 @@ def retrieve(
         "index_provenance": provenance,
         "versions": runtime_versions(),
     }
-    return run, stats
+    return found.run(tag), stats
 
 
 def exhaustive_search(

@@ -13,7 +13,7 @@ process by the pid it wrote (SIGKILL: the crash under test). Unset, as always ou
 a crash point costs one environment lookup.
 
 Events: `reply-log` (a record reached the OS, `pipeline.contract.reply_log.ReplyLogWriter`),
-`train-step` (a step's row reached `metrics.csv`, `pipeline.student.train`).
+`train-step` (a step's row reached `metrics.csv`, `pipeline.student.trainer`).
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@
     distillm rerank --backend cross-encoder --model CKPT ...   re-rank a run with the student
 
 `model` holds the cross-encoder, `checkpoint` its checkpoint folder, `losses` the loss
-functions, `data` the training lists (`teacher_rankings`: the teacher's rankings in any published
-layout), `train` the whole training loop (`train_settings`: its settings), `score` re-ranking.
+functions, `training_lists` the training lists (`teacher_rankings`: the teacher's rankings in any
+published layout), `trainer` the whole training loop (`train_settings`: its settings), `score`
+re-ranking.
 """

@@ -56,9 +56,9 @@ def traced(argv: list[str]) -> int:
 def test_export_and_validate_hold_a_query_and_a_chunk_not_the_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     for chunk in (
         "contract.dataset",
-        "dataset.export",
+        "dataset.exporter",
         "dataset.rows",
-        "dataset.validate",
+        "dataset.validation",
     ):  # 65,536 rows: smaller here
         monkeypatch.setattr(f"pipeline.{chunk}.CHUNK_ROWS", 4096)
     # both above 65,536 rows, the batch lightning-ir's writer reads (pipeline.dataset.lightning_ir)

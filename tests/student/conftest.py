@@ -120,8 +120,8 @@ def eval_run(dl19_lists, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def distilled(minilm: Path, teacher_dataset: Path, dl19_files, eval_run: Path, tmp_path_factory) -> Path:
     """A short RankNet distillation of MiniLM on the stand-in teacher (OUT folder), evaluated
     on the training queries at the start (the untrained head) and the end."""
-    from pipeline.student.train import train
     from pipeline.student.train_settings import TrainConfig
+    from pipeline.student.trainer import train
 
     out = tmp_path_factory.mktemp("distilled")
     train(

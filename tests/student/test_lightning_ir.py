@@ -86,8 +86,8 @@ def test_rerank_and_continue_training_from_a_lightning_ir_checkpoint(
     round_trip: dict, teacher_dataset: Path, dl19_files, eval_run: Path, tmp_path: Path
 ):
     from pipeline.contract.run import read_trec_run
-    from pipeline.student.train import train
     from pipeline.student.train_settings import TrainConfig
+    from pipeline.student.trainer import train
 
     checkpoint = str(round_trip["checkpoint"])
     argv = ["rerank", "--backend", "cross-encoder", "--model", checkpoint, "--run", str(eval_run)]

@@ -42,7 +42,7 @@ def published(teacher_frame: pd.DataFrame, tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.parametrize("layout", ["trec", "huggingface", "lightning-ir"])
 def test_each_layout_gives_the_lists_of_our_dataset(layout, published, teacher_dataset: Path, dl19_files):
     from pipeline.contract.corpus import CorpusStore
-    from pipeline.student.data import TeacherLists, epoch_rng
+    from pipeline.student.training_lists import TeacherLists, epoch_rng
 
     corpus = CorpusStore(dl19_files["corpus"])
     ours = TeacherLists(teacher_dataset, list_size=8, corpus=corpus)
@@ -66,7 +66,7 @@ def test_train_on_a_published_trec_run(published, minilm: Path, dl19_files, tmp_
 
 
 def test_what_a_published_file_lacks_is_named(published, tmp_path: Path, dl19_files):
-    from pipeline.student.data import TeacherLists
+    from pipeline.student.training_lists import TeacherLists
 
     with pytest.raises(InputError, match=r"has no query text \(no `query` column\): pass --queries"):
         TeacherLists(published["trec"])

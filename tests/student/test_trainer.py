@@ -15,8 +15,8 @@ import pytest
 
 from pipeline.infra.crash_points import VARIABLE, crash_point_setting, wait_for_crash_point
 from pipeline.infra.errors import InputError
-from pipeline.student.train import lr_at, train
 from pipeline.student.train_settings import TrainConfig
+from pipeline.student.trainer import lr_at, train
 from tests.conftest import REPO
 from tests.student.conftest import FAST, TRAIN_QIDS, stand_in_teacher, write_teacher_dataset
 
@@ -47,9 +47,9 @@ def test_distillation_lowers_the_loss_on_fixed_lists(distilled: Path, minilm: Pa
 
     from pipeline.contract.corpus import CorpusStore
     from pipeline.student.checkpoint import load_cross_encoder
-    from pipeline.student.data import TeacherLists, epoch_rng
     from pipeline.student.losses import ranknet_loss
     from pipeline.student.model import build_cross_encoder
+    from pipeline.student.training_lists import TeacherLists, epoch_rng
 
     lists = TeacherLists(teacher_dataset, list_size=8, corpus=CorpusStore(dl19_files["corpus"]))
     samples = [lists.sample(i, epoch_rng(123, 0, i)) for i in range(len(lists))]
@@ -281,7 +281,7 @@ def test_zero_steps_writes_the_initial_model_as_the_result(minilm: Path, teacher
 
 def test_stage1_positive_not_in_corpus_is_named(stage1_inputs, dl19_files):
     from pipeline.contract.corpus import CorpusStore
-    from pipeline.student.data import RelevanceLists
+    from pipeline.student.training_lists import RelevanceLists
 
     with pytest.raises(InputError, match=r"doc '\d+' \(query '\d+'\) is not in the corpus"):
         RelevanceLists(
@@ -301,7 +301,7 @@ def test_stage1_positive_not_in_corpus_is_named(stage1_inputs, dl19_files):
 
 def test_stage1_query_without_any_relevant_passage_is_skipped_and_counted(stage1_inputs, dl19_files):
     from pipeline.contract.corpus import CorpusStore
-    from pipeline.student.data import RelevanceLists, epoch_rng
+    from pipeline.student.training_lists import RelevanceLists, epoch_rng
 
     lists = RelevanceLists(
         stage1_inputs["run"],
@@ -321,7 +321,7 @@ def test_stage1_query_without_any_relevant_passage_is_skipped_and_counted(stage1
 
 def test_lists_shorter_than_the_list_size_are_used_whole(teacher_dataset: Path, dl19_files):
     from pipeline.contract.corpus import CorpusStore
-    from pipeline.student.data import TeacherLists, epoch_rng
+    from pipeline.student.training_lists import TeacherLists, epoch_rng
 
     lists = TeacherLists(teacher_dataset, list_size=150, corpus=CorpusStore(dl19_files["corpus"]))
     assert lists.counts["short_lists"] == len(TRAIN_QIDS)
@@ -338,7 +338,7 @@ def test_lists_shorter_than_the_list_size_are_used_whole(teacher_dataset: Path, 
 
 def test_doc_not_in_corpus_is_named(dl19_lists, dl19_files, tmp_path: Path):
     from pipeline.contract.corpus import CorpusStore
-    from pipeline.student.data import TeacherLists
+    from pipeline.student.training_lists import TeacherLists
 
     lists, queries, _ = dl19_lists
     qid = TRAIN_QIDS[0]

@@ -10,7 +10,7 @@
 `train()` reads top to bottom in the order things run: settings, data, model, optimiser,
 resumption, the loop (batch -> scores -> loss -> step, learning-rate schedule), evaluation,
 checkpoints. The settings are in `train_settings.py` (each flag's default and help, once), the
-model in `model.py`, the losses in `losses.py`, the lists in `data.py`.
+model in `model.py`, the losses in `losses.py`, the lists in `training_lists.py`.
 
 One optimiser step sees `batch_size` queries with `list_size` passages each; `--accumulate N`
 splits them into N micro-batches (the loss is the mean of theirs) to fit in memory. The
@@ -69,8 +69,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     from pipeline.contract.corpus import CorpusStore
     from pipeline.contract.rerank_inputs import read_rerank_lists
     from pipeline.student.checkpoint import cross_encoder_from, load_cross_encoder, read_provenance, save_cross_encoder
-    from pipeline.student.data import RelevanceLists, TeacherLists, TrainList, epoch_rng
     from pipeline.student.losses import LOSSES
+    from pipeline.student.training_lists import RelevanceLists, TeacherLists, TrainList, epoch_rng
 
     cfg = resolve(cfg)
     out = Path(cfg.out)

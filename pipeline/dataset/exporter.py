@@ -10,7 +10,7 @@ line. Rows are ordered by query (teacher-run order), then teacher rank. DIR gets
 
     data/train-0000i-of-0000N.parquet   queries are never split across shards
     metadata.json                       also in each shard's schema metadata (key b"distillm")
-    README.md                           the dataset card (pipeline.dataset.card)
+    README.md                           the dataset card (pipeline.dataset.dataset_card)
     __{teacher}-{first stage}-{label}-sampled-{depth}__{name}.parquet   lightning-ir's RunDataset reads it
     __{teacher}-{first stage}-{label}-sampled-{depth}__{ir_datasets id}.run   the same as TREC, with a known id
 
@@ -233,7 +233,7 @@ def _write(settings: ExportSettings, joined: _Joined, out: Path) -> dict[str, An
     """Check the rows' queries and passages, then write the dataset directory (built aside, renamed)."""
     from pipeline.contract.corpus import CorpusStore
     from pipeline.contract.queries import load_queries
-    from pipeline.dataset.card import write_card
+    from pipeline.dataset.dataset_card import write_card
     from pipeline.dataset.lightning_ir import write_parquet
 
     queries = load_queries(settings.queries)

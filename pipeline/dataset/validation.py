@@ -57,7 +57,7 @@ def validate_dataset(path: str | Path) -> tuple[dict[str, Any], list[Problem]]:
     """(summary, problems) for a dataset directory; InputError if it is not one at all."""
     import pyarrow.parquet as pq
 
-    from pipeline.dataset.card import card_counts
+    from pipeline.dataset.dataset_card import card_counts
 
     path = Path(path)
     meta_path = path / "metadata.json"

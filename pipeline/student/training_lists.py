@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.contract.corpus import CorpusStore
+from pipeline.contract.dataset import DOC_ID, QID, QUERY, TEACHER_RANK, TEXT
 from pipeline.contract.qrels import load_qrels
 from pipeline.contract.queries import load_queries
 from pipeline.contract.rerank_inputs import check_run_references
@@ -104,29 +105,29 @@ class TeacherLists:
         self.path, self.depth, self.list_size, self.sampling = Path(path), depth, list_size, sampling
         # our export, a lightning-ir run table, the published parquet copies or a TREC run
         frame, self.metadata = read_teacher_rankings(path, queries)
-        with_text = "text" in frame
+        with_text = TEXT in frame
         self.rows_read = len(frame)
-        codes, qids = pd.factorize(frame["qid"], sort=False)  # queries in file order
+        codes, qids = pd.factorize(frame[QID], sort=False)  # queries in file order
         if max_queries:
             frame, codes, qids = frame[codes < max_queries], codes[codes < max_queries], qids[:max_queries]
-        order = np.lexsort((frame["teacher_rank"].to_numpy(), codes))
+        order = np.lexsort((frame[TEACHER_RANK].to_numpy(), codes))
         frame = frame.iloc[order].reset_index(drop=True)
         codes = codes[order]
-        for key in ("doc_id", "teacher_rank"):
-            dup = frame.duplicated(["qid", key])
+        for key in (DOC_ID, TEACHER_RANK):
+            dup = frame.duplicated([QID, key])
             if dup.any():
                 row = frame[dup].iloc[0]
                 raise InputError(path, None, f"query {row['qid']!r} has {key} {row[key]!r} twice")
-        if (frame["teacher_rank"] < 1).any():
+        if (frame[TEACHER_RANK] < 1).any():
             raise InputError(path, None, "teacher_rank must be >= 1 (1 = best)")
-        keep = (frame["teacher_rank"] <= depth).to_numpy()
+        keep = (frame[TEACHER_RANK] <= depth).to_numpy()
         frame, codes = frame[keep].reset_index(drop=True), codes[keep]
         self.qids = np.asarray(qids, dtype=object)
-        self.queries = frame.groupby(codes, sort=True)["query"].first().reindex(range(len(qids))).to_numpy()
+        self.queries = frame.groupby(codes, sort=True)[QUERY].first().reindex(range(len(qids))).to_numpy()
         self.offsets = np.searchsorted(codes, np.arange(len(qids) + 1))
-        self.doc_ids = frame["doc_id"].to_numpy(dtype=object)
-        self.ranks = frame["teacher_rank"].to_numpy(dtype=np.int64)
-        self._texts = frame["text"].to_numpy(dtype=object) if with_text else None
+        self.doc_ids = frame[DOC_ID].to_numpy(dtype=object)
+        self.ranks = frame[TEACHER_RANK].to_numpy(dtype=np.int64)
+        self._texts = frame[TEXT].to_numpy(dtype=object) if with_text else None
         self._text_of: dict[str, str] | None = None
         if self._texts is None:
             if corpus is None:
