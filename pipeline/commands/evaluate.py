@@ -14,16 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from pipeline.contract.qrels import load_qrels
-from pipeline.contract.run import read_trec_run
-from pipeline.evaluation.measures import DEFAULT_MEASURES, evaluate, parse_measures
+from pipeline.evaluation.measures import DEFAULT_MEASURES, Evaluated, evaluate_run, parse_measures
 from pipeline.evaluation.significance import CORRECTIONS, Comparison, compare, format_p
-from pipeline.infra.errors import InputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -69,18 +66,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-@dataclass(frozen=True)
-class Evaluated:
-    """One run's values: the mean per measure and the per-query frame (qid, measure, value)."""
-
-    name: str
-    path: Path
-    values: dict[str, float]
-    per_query: pd.DataFrame
-    run_queries: int
-    judged_missing: int  # judged queries the run does not cover (as trec_eval: not in its mean)
-
-
 def _named_runs(specs: list[str], baseline: str | None) -> tuple[list[tuple[str, Path]], str | None]:
     """(name, path) of each RUN (`NAME=FILE`, or a file named by its stem, or by its path when stems
     repeat) and the baseline's name: a RUN's name or file, or another file (then added to the runs)."""
@@ -111,15 +96,8 @@ def _evaluate_runs(args: argparse.Namespace, runs: list[tuple[str, Path]], qrels
     judged = set(qrels["qid"])
     evaluated = []
     for name, path in runs:
-        run = read_trec_run(path)  # a run without rankings raises InputError (status 2)
-        qids = set(run["qid"])
-        if not qids & judged:
-            raise InputError(
-                path, None, f"none of its {len(qids)} queries is judged in {args.qrels}: nothing to evaluate"
-            )
-        values, per_query = evaluate(run, qrels, measures, args.all_judged)
-        missing = len(judged - qids)
-        evaluated.append(Evaluated(name, path, values, per_query, len(qids), missing))
+        evaluated.append(evaluate_run(name, path, qrels, args.qrels, measures, args.all_judged))
+        missing = evaluated[-1].judged_missing
         if missing and len(runs) > 1:
             how = (
                 "they count 0 (--all-judged)"

@@ -8,8 +8,14 @@ is by score. TREC DL binary measures need `rel=2`, e.g. `RR(rel=2)@10`, `R(rel=2
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import ir_measures
 import pandas as pd
+
+from pipeline.contract.run import read_trec_run
+from pipeline.infra.errors import InputError
 
 DEFAULT_MEASURES = ("nDCG@10",)
 
@@ -50,3 +56,34 @@ def evaluate(
         for measure, value in ir_measures.calc_aggregate(parsed, qrels_frame, run_frame).items()
     }
     return {str(m): aggregate[str(m)] for m in parsed}, per_query
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """One run's values: the mean per measure and the per-query frame (qid, measure, value)."""
+
+    name: str
+    path: Path
+    values: dict[str, float]
+    per_query: pd.DataFrame
+    run_queries: int
+    judged_missing: int  # judged queries the run does not cover (as trec_eval: not in its mean)
+
+
+def evaluate_run(
+    name: str,
+    path: Path,
+    qrels: pd.DataFrame,
+    qrels_source: str,
+    measures: list[str] | tuple[str, ...] = DEFAULT_MEASURES,
+    all_judged: bool = False,
+) -> Evaluated:
+    """A run file's values; InputError for a run without rankings or none of whose queries is judged."""
+    run = read_trec_run(path)  # a run without rankings raises InputError (status 2)
+    qids, judged = set(run["qid"]), set(qrels["qid"])
+    if not qids & judged:
+        raise InputError(
+            path, None, f"none of its {len(qids)} queries is judged in {qrels_source}: nothing to evaluate"
+        )
+    values, per_query = evaluate(run, qrels, measures, all_judged)
+    return Evaluated(name, path, values, per_query, len(qids), len(judged - qids))
