@@ -59,7 +59,8 @@ def study_ndcg(summary: dict, values: pd.DataFrame, out: Path) -> None:
         plt.Line2D([], [], ls="--", color="gray", label="BM25 (first stage)"),
         plt.Line2D([], [], ls="", marker="D", mfc="none", color="tab:red", label="teacher's own"),
     ]
-    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, bbox_to_anchor=(0.5, -0.08))
+    fig.legend(handles=handles, loc="upper center", ncol=4, fontsize=8, bbox_to_anchor=(0.5, 1.0))
+    fig.tight_layout(rect=(0, 0, 1, 0.93))  # room for the legend above the panels
     _save(fig, out)
     plt.close(fig)
 
