@@ -68,11 +68,12 @@ def run_with_watchdog(
     poll = min(5.0, stall_seconds / 10)
     before = _Snapshot.take()
     samples: deque[tuple[float, float]] = deque()
+    clock = _WatchClock(poll)
     worker.start()
     # Wait for fn to return, not for the thread to end: what runs after (the interpreter
     # freeing the thread's locals, any __del__ there) is not the call's work and may wait.
     while not done.wait(poll):
-        now, (progress, runnable) = time.monotonic(), before.progress()
+        now, (progress, runnable) = clock.now(), before.progress()
         if runnable:  # the call runs or waits for a CPU: not stuck, whatever it got
             samples.clear()
         samples.append((now, progress))
@@ -84,6 +85,28 @@ def run_with_watchdog(
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
     return outcome["value"]  # type: ignore[return-value]
+
+
+class _WatchClock:
+    """Seconds the watcher was awake to see the call, not wall-clock seconds.
+
+    The watcher samples every `poll` seconds. A longer gap between two samples means the
+    watcher itself did not run: the whole process was paused (SIGSTOP, a suspended laptop
+    or VM, a host that did not schedule it), and so was the call. Such a gap is no evidence
+    that the call is stuck, so it counts as at most `max_gap` (two polls): a pause can
+    never raise StallError, while a call stuck on a starved machine is still stopped, later.
+    """
+
+    def __init__(self, poll: float, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.max_gap, self.monotonic = 2 * poll, monotonic
+        self.last = monotonic()
+        self.seconds = 0.0
+
+    def now(self) -> float:
+        wall = self.monotonic()
+        self.seconds += min(wall - self.last, self.max_gap)
+        self.last = wall
+        return self.seconds
 
 
 class _Snapshot:

@@ -164,3 +164,31 @@ def test_a_call_whose_child_only_sleeps_is_stuck() -> None:
         for child in children:  # the abandoned worker waits on it
             child.kill()
             child.wait(timeout=60)
+
+
+def test_the_watch_clock_counts_a_pause_of_the_whole_process_as_two_polls_at_most() -> None:
+    ticks = iter([10.0, 10.2, 10.4, 110.4, 110.6])  # a 100 s pause between the 2nd and 3rd sample
+    clock = watchdog._WatchClock(poll=0.2, monotonic=lambda: next(ticks))
+    assert [round(clock.now(), 6) for _ in range(4)] == [0.2, 0.4, 0.8, 1.0]
+
+
+def test_a_paused_process_is_not_a_stalled_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A VM or process paused for 100 s (here: the watcher's clock jumps) while the call sleeps:
+    the call's threads did not run because nothing did, which says nothing about the call. Before
+    the watch clock, the next sample saw 100 s without CPU use and raised StallError."""
+    calls = 0
+
+    def jumps_after_the_first_sample() -> float:
+        nonlocal calls
+        calls += 1
+        return time.monotonic() + (100.0 if calls >= 3 else 0.0)
+
+    clock = watchdog._WatchClock
+    monkeypatch.setattr(watchdog, "_WatchClock", lambda poll: clock(poll, jumps_after_the_first_sample))
+
+    def naps() -> int:
+        time.sleep(0.8)  # idle for less than the 2 s window
+        return 5
+
+    assert run_with_watchdog(naps, "a call that naps", stall_seconds=2.0) == 5
+    assert calls >= 3  # the pause was seen
