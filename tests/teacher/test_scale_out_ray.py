@@ -55,41 +55,20 @@ def rerank(dl_store: Path, out: Path, backend: list[str], *extra: str) -> None:
     assert main(args) == 0
 
 
+RAY_BLOCKS_OF_10 = ("--engine", "ray", "--ray-actors", "2", "--ray-cpus-per-actor", "0.5", "--block-size", "10")
+
+
 @pytest.mark.engine
 def test_ray_blocks_equal_a_single_process_run(local_ray, dl_store: Path, rankvicuna_dl19_log: Path, tmp_path: Path):
     backend = ["--backend", f"replay:{rankvicuna_dl19_log}", "--prompt", "rank_vicuna"]
     rerank(dl_store, tmp_path / "single.run", backend)
-    rerank(
-        dl_store,
-        tmp_path / "ray.run",
-        backend,
-        "--engine",
-        "ray",
-        "--ray-actors",
-        "2",
-        "--ray-cpus-per-actor",
-        "0.5",
-        "--block-size",
-        "10",
-    )
+    rerank(dl_store, tmp_path / "ray.run", backend, *RAY_BLOCKS_OF_10)
     assert (tmp_path / "ray.run").read_text() == (tmp_path / "single.run").read_text()
     assert log_records(tmp_path / "ray.run") == log_records(tmp_path / "single.run")
     assert len(list((tmp_path / "ray.run.blocks").glob("block-*.run"))) == 5  # 43 queries in blocks of 10
     # a second run finds every block done and only merges
     before = (tmp_path / "ray.run.blocks" / "block-00000.run.log.jsonl").stat().st_mtime_ns
-    rerank(
-        dl_store,
-        tmp_path / "ray.run",
-        backend,
-        "--engine",
-        "ray",
-        "--ray-actors",
-        "2",
-        "--ray-cpus-per-actor",
-        "0.5",
-        "--block-size",
-        "10",
-    )
+    rerank(dl_store, tmp_path / "ray.run", backend, *RAY_BLOCKS_OF_10)
     assert (tmp_path / "ray.run.blocks" / "block-00000.run.log.jsonl").stat().st_mtime_ns == before
 
 
